@@ -1,0 +1,3 @@
+from testviper.tasks import ns
+
+__all__ = ["ns"]

@@ -1,0 +1,412 @@
+"""Load and validate ``testviper.yaml`` and ``.env``.
+
+The file is found via ``--config``, then ``$TESTVIPER_CONFIG``, then ``testviper.yaml`` in
+the working directory. With no file at all the embedded defaults apply, so a first run
+needs no configuration. Relative paths in the file are relative to the file's directory
+(the project root); without a file, to the working directory.
+
+Secrets never live in the file: an RP instance names the environment variable that holds
+its key (``api_key_env``), read from the environment or from ``.env`` next to the config.
+The old variables ``RP_ENDPOINT``, ``RP_PROJECT``, ``RP_API_KEY`` and
+``TV_COMPONENT_NAME`` still work as overrides.
+"""
+
+import difflib
+import glob
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from testviper.errors import UserError
+
+CONFIG_NAME = "testviper.yaml"
+CONFIG_ENV = "TESTVIPER_CONFIG"
+GLOB_CHARS = re.compile(r"[*?\[]")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProjectSection(Section):
+    name: str | None = None
+
+
+class PathsSection(Section):
+    state: str = ".testviper"
+
+
+class Component(Section):
+    """A named part of the project: its source (for coverage) and its tests."""
+
+    source: list[str] = Field(min_length=1)
+    tests: list[str] = []
+    description: str = ""
+
+
+class CoverageSection(Section):
+    source: list[str] = ["."]
+    omit: list[str] = []
+    branch: bool = True
+
+
+class LaunchSection(Section):
+    name: str | None = None
+    description: str = ""
+    attributes: dict[str, str] = {}
+
+
+class Instance(Section):
+    """One ReportPortal server and project to deliver to."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    endpoint: str
+    project: str
+    api_key_env: str = "RP_API_KEY"
+    enabled: bool = True
+    timeout: float = Field(30.0, gt=0)
+    retries: int = Field(3, ge=0)
+    verify_ssl: bool = True
+    launch: LaunchSection = LaunchSection()
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"'{value}' is not an http(s) URL")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError(
+                "http:// is only allowed for loopback; use https:// so the API key is encrypted"
+            )
+        return value.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env(cls, value: str) -> str:
+        if not ENV_NAME.match(value):
+            raise ValueError(
+                "must name an environment variable (like RP_API_KEY), not hold the key itself"
+            )
+        return value
+
+
+class ReportPortalSection(Section):
+    instances: list[Instance] = []
+
+
+class Level(Section):
+    fail_under: float | None = Field(None, ge=0, le=100)
+    warn_under: float | None = Field(None, ge=0, le=100)
+
+
+class ThresholdsSection(Section):
+    overall: Level = Level()
+    components: dict[str, Level] = {}
+    files: dict[str, float] = {}
+
+
+class HistorySection(Section):
+    url: str | None = None
+    busy_timeout: float = Field(10.0, ge=0)
+
+
+class RetentionSection(Section):
+    runs_days: int = Field(180, ge=1)
+    runs_keep: int = Field(1000, ge=1)
+    run_dirs_days: int = Field(30, ge=1)
+    reports_days: int = Field(90, ge=1)
+
+
+class Config(Section):
+    project: ProjectSection = ProjectSection()
+    paths: PathsSection = PathsSection()
+    components: dict[str, Component] = {}
+    coverage: CoverageSection = CoverageSection()
+    reportportal: ReportPortalSection = ReportPortalSection()
+    thresholds: ThresholdsSection = ThresholdsSection()
+    history: HistorySection = HistorySection()
+    retention: RetentionSection = RetentionSection()
+
+
+@dataclass
+class Settings:
+    """The validated configuration plus where it came from."""
+
+    config: Config
+    path: Path | None
+    root: Path
+    dotenv: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path else "embedded defaults"
+
+    @property
+    def project_name(self) -> str:
+        return self.config.project.name or self.root.name
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.config.paths.state)
+
+    @property
+    def history_url(self) -> str:
+        return self.config.history.url or f"sqlite:///{self.state_dir / 'history.sqlite'}"
+
+    def resolve(self, path: str) -> Path:
+        return (self.root / os.path.expanduser(path)).resolve()
+
+    def secret(self, name: str) -> str | None:
+        """The value of a secret variable: the environment first, then ``.env``."""
+        return os.environ.get(name) or self.dotenv.get(name) or None
+
+    def component_globs(self, name: str) -> list[str]:
+        """Absolute coverage.py-style include globs for a component's source."""
+        return [self._include_glob(src) for src in self.config.components[name].source]
+
+    def _include_glob(self, src: str) -> str:
+        if GLOB_CHARS.search(src):
+            return str(self.root / src)
+        resolved = self.resolve(src)
+        return f"{resolved}/**/*" if resolved.is_dir() else str(resolved)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to use, or None for the embedded defaults."""
+    named = explicit or os.environ.get(CONFIG_ENV)
+    if named:
+        path = Path(named).expanduser()
+        origin = "--config" if explicit else CONFIG_ENV
+        if not path.is_file():
+            raise UserError(
+                f"{path}: no such config file (from {origin}); "
+                "create one with `inv config.init` or fix the path"
+            )
+        return path.resolve()
+    default = Path.cwd() / CONFIG_NAME
+    return default.resolve() if default.is_file() else None
+
+
+def load(explicit: str | os.PathLike[str] | None = None, check_paths: bool = True) -> Settings:
+    """Find, parse and validate the configuration.
+
+    Raises UserError with a one-line message naming the file and field on any problem.
+    """
+    path = find_config(explicit)
+    root = path.parent if path else Path.cwd().resolve()
+    raw = _read_yaml(path) if path else {}
+    where = str(path) if path else "defaults"
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{where}: {_describe(exc)}") from None
+    settings = Settings(config=config, path=path, root=root, dotenv=_read_dotenv(root))
+    _apply_env_overrides(settings)
+    for problem in _check_references(config):
+        raise UserError(f"{where}: {problem}")
+    if check_paths:
+        for problem in _check_paths(settings):
+            raise UserError(f"{where}: {problem}")
+    return settings
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read config file ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}{at}: invalid YAML: {problem}") from None
+    if data is None:
+        raise UserError(
+            f"{path}: the file is empty; add at least `project: {{name: ...}}` "
+            "(see `inv config.init`) or delete it to use the defaults"
+        )
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}: the top level must be a mapping of sections "
+            f"(project, paths, components, ...), not a {type(data).__name__}"
+        )
+    return data
+
+
+def _read_dotenv(root: Path) -> dict[str, str]:
+    env_file = root / ".env"
+    if not env_file.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+
+
+def _known_keys(model: type[BaseModel] = Config) -> set[str]:
+    keys = set(model.model_fields)
+    for info in model.model_fields.values():
+        for candidate in (info.annotation, *getattr(info.annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                keys |= _known_keys(candidate)
+    return keys
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line for the first problem pydantic found, with a fix where we know one."""
+    err = exc.errors()[0]
+    loc = _location(err["loc"])
+    if err["type"] == "extra_forbidden":
+        key = str(err["loc"][-1])
+        close = difflib.get_close_matches(key, _known_keys(), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{loc}: unknown key{hint}"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] not in ("missing", "value_error") and "input" in err:
+        message += f" (got {err['input']!r})"
+    return f"{loc}: {message}"
+
+
+def _apply_env_overrides(settings: Settings) -> None:
+    """Let the old runner's variables override the file, as its users expect."""
+    env = {**settings.dotenv, **os.environ}
+    instances = settings.config.reportportal.instances
+    endpoint, project = env.get("RP_ENDPOINT"), env.get("RP_PROJECT")
+    if endpoint and not instances:
+        try:
+            instances.append(
+                Instance(name="default", endpoint=endpoint, project=project or "testviper")
+            )
+        except ValidationError as exc:
+            raise UserError(f"RP_ENDPOINT: {_describe(exc).split(': ', 1)[1]}") from None
+        settings.overrides["reportportal.instances[0]"] = "RP_ENDPOINT/RP_PROJECT"
+    elif instances:
+        first = instances[0]
+        if endpoint:
+            try:
+                first.endpoint = Instance._endpoint(endpoint)
+            except ValueError as exc:
+                raise UserError(f"RP_ENDPOINT: {exc}") from None
+            settings.overrides[f"reportportal.instances[{first.name}].endpoint"] = "RP_ENDPOINT"
+        if project:
+            first.project = project
+            settings.overrides[f"reportportal.instances[{first.name}].project"] = "RP_PROJECT"
+    if env.get("TV_COMPONENT_NAME"):
+        settings.label = env["TV_COMPONENT_NAME"]
+        settings.overrides["run label"] = "TV_COMPONENT_NAME"
+
+
+def _check_references(config: Config) -> list[str]:
+    problems = []
+    names = [inst.name for inst in config.reportportal.instances]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"reportportal.instances: the name '{dup}' is used twice")
+    for name in config.thresholds.components:
+        if name not in config.components:
+            known = ", ".join(config.components) or "none defined"
+            problems.append(
+                f"thresholds.components.{name}: no component named '{name}' (components: {known})"
+            )
+    return problems
+
+
+def _check_paths(settings: Settings) -> list[str]:
+    problems = []
+    for name, comp in settings.config.components.items():
+        for key, entries in (("source", comp.source), ("tests", comp.tests)):
+            for i, entry in enumerate(entries):
+                problem = _missing(settings.root, entry)
+                if problem:
+                    problems.append(f"components.{name}.{key}[{i}]: {problem}")
+    for i, entry in enumerate(settings.config.coverage.source):
+        # A bare name may be an importable package rather than a directory.
+        if ("/" in entry or entry.startswith(".")) and (problem := _missing(settings.root, entry)):
+            problems.append(f"coverage.source[{i}]: {problem}")
+    return problems
+
+
+def _missing(root: Path, entry: str) -> str | None:
+    if GLOB_CHARS.search(entry):
+        if not glob.glob(str(root / entry), recursive=True):
+            return f"the pattern '{entry}' matches nothing under {root}"
+        return None
+    if (root / entry).exists():
+        return None
+    kind = "file" if Path(entry).suffix else "directory"
+    return f"no such {kind} '{entry}'"
+
+
+def component_of(settings: Settings, test_path: str) -> str | None:
+    """The component whose ``tests`` paths contain ``test_path`` (first match wins).
+
+    Matching is by path prefix or glob on whole path segments, never by substring: a
+    graphviper test whose file name mentions xradio stays graphviper.
+    """
+    rel = Path(test_path.split("::", 1)[0])
+    if rel.is_absolute():
+        try:
+            rel = rel.resolve().relative_to(settings.root)
+        except ValueError:
+            return None
+    for name, comp in settings.config.components.items():
+        for entry in comp.tests:
+            pattern = entry.rstrip("/")
+            if GLOB_CHARS.search(pattern):
+                if rel.match(pattern) or any(p.match(pattern) for p in rel.parents):
+                    return name
+            elif rel == Path(pattern) or Path(pattern) in rel.parents:
+                return name
+    return None
+
+
+def sample_text() -> str:
+    """The commented sample configuration shipped in the package."""
+    from importlib.resources import files
+
+    return files("testviper.templates").joinpath("testviper.yaml").read_text(encoding="utf-8")
+
+
+def effective_yaml(settings: Settings) -> str:
+    """The configuration in effect, with derived paths and each key's status.
+
+    Secrets never appear: an instance shows whether its key variable is set.
+    """
+    data = settings.config.model_dump(mode="json")
+    data["project"]["name"] = settings.project_name
+    data["paths"]["state"] = str(settings.state_dir)
+    data["history"]["url"] = settings.history_url
+    for inst in data["reportportal"]["instances"]:
+        found = settings.secret(inst["api_key_env"])
+        inst["api_key"] = f"set (from {inst['api_key_env']})" if found else "NOT SET"
+    if settings.label:
+        data["run_label"] = settings.label
+    if settings.overrides:
+        data["overridden_by_environment"] = settings.overrides
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,1 @@
+"""The history store: runs, tests, coverage by file and component, deliveries, profiles."""

@@ -1,0 +1,1 @@
+"""Run pytest once with coverage and the journal plugin, then ingest the run."""

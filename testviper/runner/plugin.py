@@ -1,0 +1,205 @@
+"""The pytest plugin that writes the run journal.
+
+Loaded only by ``inv run`` (``-p testviper.runner.plugin --testviper-journal=PATH``), never
+through an entry point, so it stays out of every other pytest run on the machine.
+
+One JSON object per line, flushed as each event happens: a crash or ``kill -9`` loses
+at most the test in flight. Under xdist only the controller writes; workers attach
+markers and parameters to their reports, which xdist forwards.
+
+Events:
+  session_start  run_id, time, pytest, args, rootdir
+  test_start     nodeid, time
+  test           nodeid, outcome, when, duration, start, stop, longrepr, log, stdout,
+                 stderr, markers, params, worker, location
+  session_finish exitstatus, time
+
+``outcome`` is one of passed, failed, error (setup/teardown/collection), skipped,
+xfailed, xpassed. This module imports only the standard library: it runs inside the
+user's test process.
+"""
+
+import json
+import os
+import time
+from collections.abc import Generator
+from typing import IO, Any
+
+import pytest
+
+JOURNAL_OPTION = "--testviper-journal"
+EXTRA = "testviper_extra"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testviper")
+    group.addoption(
+        JOURNAL_OPTION,
+        dest="testviper_journal",
+        default=None,
+        metavar="PATH",
+        help="append the TestViper run journal (JSON lines) to PATH",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = config.getoption("testviper_journal")
+    if path and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(JournalWriter(path, config), "testviper-journal")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "setup" and item.config.getoption("testviper_journal"):
+        callspec = getattr(item, "callspec", None)
+        params = {k: _short_repr(v) for k, v in callspec.params.items()} if callspec else {}
+        # A plain attribute survives xdist's report serialisation (TestReport(**extra)).
+        setattr(
+            report,
+            EXTRA,
+            {
+                "markers": sorted({m.name for m in item.iter_markers()}),
+                "params": params,
+            },
+        )
+    return report
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class JournalWriter:
+    """Collects each test's phase reports and writes one line when the test ends."""
+
+    def __init__(self, path: str, config: pytest.Config) -> None:
+        self.config = config
+        self.file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self.pending: dict[str, dict[str, Any]] = {}
+
+    def write(self, event: dict[str, Any]) -> None:
+        self.file.write(json.dumps(event, default=str) + "\n")
+        self.file.flush()
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.write(
+            {
+                "event": "session_start",
+                "run_id": os.environ.get("TESTVIPER_RUN_ID"),
+                "time": time.time(),
+                "pytest": pytest.__version__,
+                "args": list(self.config.invocation_params.args),
+                "rootdir": str(self.config.rootpath),
+            }
+        )
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.write({"event": "test_start", "nodeid": nodeid, "time": time.time()})
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.write(
+                {
+                    "event": "test",
+                    "nodeid": report.nodeid or "<collection>",
+                    "outcome": "error",
+                    "when": "collect",
+                    "duration": 0.0,
+                    "start": time.time(),
+                    "stop": time.time(),
+                    "longrepr": str(report.longrepr),
+                    "log": None,
+                    "stdout": None,
+                    "stderr": None,
+                    "markers": [],
+                    "params": {},
+                    "worker": _worker(report),
+                    "location": None,
+                }
+            )
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        entry = self.pending.setdefault(
+            report.nodeid,
+            {
+                "event": "test",
+                "nodeid": report.nodeid,
+                "outcome": "passed",
+                "when": "call",
+                "duration": 0.0,
+                "start": report.start,
+                "stop": report.stop,
+                "longrepr": None,
+                "log": None,
+                "stdout": None,
+                "stderr": None,
+                "markers": [],
+                "params": {},
+                "worker": _worker(report),
+                "location": list(report.location),
+            },
+        )
+        extra = getattr(report, EXTRA, None)
+        if extra:
+            entry.update(extra)
+        entry["duration"] += report.duration
+        entry["stop"] = report.stop
+        outcome = _phase_outcome(report)
+        # The first phase that did not pass decides the test's outcome; a teardown
+        # error after a failure keeps "failed", as pytest's own summary does.
+        if outcome != "passed" and entry["outcome"] == "passed":
+            entry["outcome"] = outcome
+            entry["when"] = report.when
+            entry["longrepr"] = _longrepr(report)
+        elif outcome == "xpassed":
+            entry["outcome"] = outcome
+        for key, text in (
+            ("log", report.caplog),
+            ("stdout", report.capstdout),
+            ("stderr", report.capstderr),
+        ):
+            if text:
+                entry[key] = text
+        if report.when == "teardown":
+            self.write(self.pending.pop(report.nodeid))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        # Tests whose teardown never came (an interrupted session) still count.
+        for entry in self.pending.values():
+            self.write(entry)
+        self.pending.clear()
+        self.write({"event": "session_finish", "exitstatus": int(exitstatus), "time": time.time()})
+
+    def pytest_unconfigure(self) -> None:
+        self.file.close()
+
+
+def _phase_outcome(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed"
+    if report.passed:
+        return "passed"
+    if report.skipped:
+        return "skipped"
+    return "failed" if report.when == "call" else "error"
+
+
+def _longrepr(report: pytest.TestReport) -> str | None:
+    if report.longrepr is None:
+        return None
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])  # (file, line, "Skipped: reason")
+    if hasattr(report, "wasxfail") and report.wasxfail:
+        return f"{report.longreprtext}\nxfail reason: {report.wasxfail}".strip()
+    return report.longreprtext
+
+
+def _worker(report: Any) -> str | None:
+    node = getattr(report, "node", None)
+    gateway = getattr(node, "gateway", None)
+    return getattr(gateway, "id", None) or getattr(report, "worker_id", None)

@@ -1,0 +1,166 @@
+"""``inv run``: pytest once, with coverage and the journal plugin, then into history.
+
+Each run gets a directory ``<state>/runs/<run_id>/`` holding ``run.json`` (what was
+started, where), ``journal.jsonl`` (the plugin's events) and ``coverage.json``. That
+directory is the source of truth: ingesting it again (``inv runs.ingest``) rebuilds the
+run's history rows, which is how a run whose parent process died is recovered.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from testviper.config import Settings
+from testviper.coverage_data import read_coverage_json
+from testviper.errors import UserError
+from testviper.fsutil import atomic_write
+from testviper.history.store import History, RunRecord, open_history, save_run
+from testviper.ids import new_run_id
+from testviper.runner import environment
+from testviper.runner.journal import read_journal
+
+PLUGIN = "testviper.runner.plugin"
+META, JOURNAL, COVERAGE = "run.json", "journal.jsonl", "coverage.json"
+
+
+@dataclass
+class Ingested:
+    run: RunRecord
+    journal_path: Path
+    in_flight: list[str]
+    warnings: list[str] = field(default_factory=list)
+    coverage_error: UserError | None = None
+
+
+def ensure_state_dir(settings: Settings) -> Path:
+    """Create the state directory and prove it is writable, before pytest starts."""
+    state = settings.state_dir
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=state):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"paths.state: cannot write to '{state}' ({exc.strerror}); "
+            "point paths.state at a writable directory or fix its permissions"
+        ) from None
+    return state
+
+
+def pytest_command(settings: Settings, run_dir: Path, args: Sequence[str], cov: bool) -> list[str]:
+    """The one pytest command line of a run."""
+    cmd = [sys.executable, "-m", "pytest", "-p", PLUGIN, f"--testviper-journal={run_dir / JOURNAL}"]
+    if cov:
+        cfg = settings.config.coverage
+        cmd += [f"--cov={src}" for src in cfg.source]
+        cmd += [f"--cov-report=json:{run_dir / COVERAGE}"]
+        if cfg.branch:
+            cmd.append("--cov-branch")
+        if cfg.omit:
+            rc = run_dir / "coveragerc"
+            atomic_write(rc, "[run]\nomit =\n" + "".join(f"    {p}\n" for p in cfg.omit))
+            cmd.append(f"--cov-config={rc}")
+    return cmd + list(args)
+
+
+def start_run(settings: Settings, args: Sequence[str], cov: bool = True) -> tuple[Path, int]:
+    """Run pytest once; return the run directory and pytest's exit code."""
+    state = ensure_state_dir(settings)
+    run_id = new_run_id()
+    run_dir = state / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    cmd = pytest_command(settings, run_dir, args, cov)
+    meta = {
+        "run_id": run_id,
+        "project": settings.project_name,
+        "label": settings.label,
+        "root": str(settings.root),
+        "started_at": datetime.now(UTC).isoformat(),
+        "command": cmd,
+        "environment": environment.collect(settings.root),
+    }
+    atomic_write(run_dir / META, json.dumps(meta, indent=2))
+    env = {
+        **os.environ,
+        "TESTVIPER_RUN_ID": run_id,
+        # Keeps coverage data out of the project and apart from concurrent runs.
+        "COVERAGE_FILE": str(run_dir / ".coverage"),
+        "AGENT_NO_ANALYTICS": "1",
+    }
+    proc = subprocess.Popen(cmd, cwd=settings.root, env=env)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        # pytest got the same SIGINT and is writing its summary; let it finish.
+        code = proc.wait()
+    # Recorded before ingest, so `inv runs.ingest` still knows it if ingest fails.
+    atomic_write(run_dir / META, json.dumps({**meta, "exit_code": code}, indent=2))
+    return run_dir, code
+
+
+def ingest(settings: Settings, run_dir: Path, history: History | None = None) -> Ingested:
+    """Store the run recorded in ``run_dir`` in history.
+
+    Tests are stored even when the coverage file is corrupt; the coverage problem is
+    returned in ``coverage_error`` for the caller to report.
+    """
+    try:
+        meta = json.loads((run_dir / META).read_text(encoding="utf-8"))
+        run_id = meta["run_id"]
+    except (OSError, ValueError, KeyError):
+        raise UserError(f"{run_dir}: not a TestViper run directory (no readable {META})") from None
+    journal = read_journal(run_dir / JOURNAL)
+    finish = journal.finish or {}
+    exit_code = meta.get("exit_code", finish.get("exitstatus"))
+    killed = exit_code is not None and exit_code < 0
+    started = datetime.fromisoformat(meta["started_at"]).astimezone(UTC).replace(tzinfo=None)
+    stopped = finish.get("time") or max(
+        (p.stat().st_mtime for p in run_dir.iterdir()), default=None
+    )
+    run = RunRecord(
+        id=run_id,
+        project=meta.get("project") or settings.project_name,
+        label=meta.get("label"),
+        status="complete" if journal.complete and not killed else "incomplete",
+        exit_code=exit_code,
+        started_at=started,
+        finished_at=datetime.fromtimestamp(stopped, UTC).replace(tzinfo=None) if stopped else None,
+        command=meta.get("command", []),
+        run_dir=str(run_dir),
+        environment=meta.get("environment", {}),
+        tests=journal.tests,
+    )
+    result = Ingested(run, run_dir / JOURNAL, journal.in_flight, list(journal.warnings))
+    coverage_file = run_dir / COVERAGE
+    if coverage_file.exists():
+        try:
+            data = read_coverage_json(coverage_file)
+        except UserError as exc:
+            result.coverage_error = exc
+        else:
+            root = Path(meta.get("root") or settings.root)
+            run.files = list(data.files)
+            run.coverage = data.totals
+            run.components = {
+                name: data.component(settings.component_globs(name), root)
+                for name in settings.config.components
+            }
+    save_run(history or connect(settings), run)
+    return result
+
+
+def connect(settings: Settings) -> History:
+    return open_history(settings.history_url, settings.config.history.busy_timeout)
+
+
+def run(settings: Settings, args: Sequence[str], cov: bool = True) -> tuple[Ingested, int]:
+    """``inv run``: pytest once, then ingest. Returns the ingested run and pytest's code."""
+    history = connect(settings)  # a bad history.url fails before the suite runs
+    run_dir, code = start_run(settings, args, cov)
+    return ingest(settings, run_dir, history), code

@@ -1,0 +1,14 @@
+"""The task tree shared by ``inv`` (via tasks.py) and the ``testviper`` console script.
+
+Task modules import only invoke at the top; the library is imported inside task
+bodies so that ``inv --list`` stays fast.
+"""
+
+from invoke import Collection
+
+from testviper.tasks import runs
+from testviper.tasks.config import config
+
+ns = Collection(runs.run_, runs.runs, config)
+# Cron and CI have no terminal; and stdin mirroring breaks under pytest capture.
+ns.configure({"run": {"in_stream": False}})

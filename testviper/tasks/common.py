@@ -1,0 +1,36 @@
+"""What every task shares: loading settings and turning UserError into an exit code."""
+
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from invoke.exceptions import Exit
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+CONFIG_HELP = (
+    "config file (default: $TESTVIPER_CONFIG, then ./testviper.yaml, then built-in defaults)"
+)
+
+
+def user_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Print a UserError as one line on stderr and exit with its code; no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from testviper.errors import UserError
+
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            raise Exit(f"testviper: error: {exc}", code=exc.exit_code) from None
+
+    return wrapper
+
+
+def settings(config: str | None, check_paths: bool = True) -> Any:
+    """Load and validate the configuration (imported here to keep `inv --list` fast)."""
+    from testviper import config as config_module
+
+    return config_module.load(config, check_paths=check_paths)
