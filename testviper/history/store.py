@@ -25,6 +25,8 @@ OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 class TestResult:
     """One test's final result, as the journal recorded it."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     nodeid: str
     outcome: str
     phase: str
