@@ -10,14 +10,8 @@ import sqlalchemy as sa
 from testviper.coverage_data import Counts, FileCoverage, from_ranges, to_ranges
 from testviper.errors import UserError
 from testviper.history import schema
-from testviper.history.store import (
-    RunRecord,
-    TestResult,
-    find_run,
-    list_runs,
-    open_history,
-    save_run,
-)
+from testviper.history.records import RunRecord, TestResult
+from testviper.history.store import find_run, list_runs, open_history, save_run
 
 V1_DUMP = Path(__file__).parent / "data" / "history_v1.sql"
 LEGACY_RUN = "019a0000-0000-7000-8000-000000000001"

@@ -11,8 +11,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from coverage.files import globs_to_regex
-
 from testviper.errors import UserError
 
 
@@ -61,6 +59,8 @@ class CoverageData:
 
     def component(self, globs: Sequence[str], root: Path) -> tuple[int, Counts]:
         """Number of files and summed counts of the files matching ``globs``."""
+        from coverage.files import globs_to_regex  # coverage.py's own rules; loads slowly
+
         matcher = globs_to_regex(globs)
         picked = [f.counts for f in self.files if matcher.match(str(root / f.path))]
         return len(picked), sum(picked, Counts())

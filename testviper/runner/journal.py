@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testviper.history.store import OUTCOMES, TestResult
+from testviper.history.records import OUTCOMES, TestResult
 
 
 @dataclass

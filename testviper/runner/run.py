@@ -15,15 +15,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from testviper.config import Settings
 from testviper.coverage_data import read_coverage_json
 from testviper.errors import UserError
 from testviper.fsutil import atomic_write
-from testviper.history.store import History, RunRecord, open_history, save_run
+from testviper.history.records import RunRecord
 from testviper.ids import new_run_id
 from testviper.runner import environment
 from testviper.runner.journal import read_journal
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy; run() loads it while pytest runs
+    from testviper.history.store import History
 
 PLUGIN = "testviper.runner.plugin"
 META, JOURNAL, COVERAGE = "run.json", "journal.jsonl", "coverage.json"
@@ -69,22 +73,23 @@ def pytest_command(settings: Settings, run_dir: Path, args: Sequence[str], cov: 
     return cmd + list(args)
 
 
-def start_run(settings: Settings, args: Sequence[str], cov: bool = True) -> tuple[Path, int]:
-    """Run pytest once; return the run directory and pytest's exit code."""
+def _start(
+    settings: Settings, args: Sequence[str], cov: bool
+) -> tuple[Path, dict[str, Any], subprocess.Popen[bytes]]:
     state = ensure_state_dir(settings)
     run_id = new_run_id()
     run_dir = state / "runs" / run_id
     run_dir.mkdir(parents=True)
     cmd = pytest_command(settings, run_dir, args, cov)
-    meta = {
+    meta: dict[str, Any] = {
         "run_id": run_id,
         "project": settings.project_name,
         "label": settings.label,
         "root": str(settings.root),
         "started_at": datetime.now(UTC).isoformat(),
         "command": cmd,
-        "environment": environment.collect(settings.root),
     }
+    # Written before pytest starts: a run whose runner dies can still be ingested.
     atomic_write(run_dir / META, json.dumps(meta, indent=2))
     env = {
         **os.environ,
@@ -93,18 +98,18 @@ def start_run(settings: Settings, args: Sequence[str], cov: bool = True) -> tupl
         "COVERAGE_FILE": str(run_dir / ".coverage"),
         "AGENT_NO_ANALYTICS": "1",
     }
-    proc = subprocess.Popen(cmd, cwd=settings.root, env=env)
+    return run_dir, meta, subprocess.Popen(cmd, cwd=settings.root, env=env)
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> int:
     try:
-        code = proc.wait()
+        return proc.wait()
     except KeyboardInterrupt:
         # pytest got the same SIGINT and is writing its summary; let it finish.
-        code = proc.wait()
-    # Recorded before ingest, so `inv runs.ingest` still knows it if ingest fails.
-    atomic_write(run_dir / META, json.dumps({**meta, "exit_code": code}, indent=2))
-    return run_dir, code
+        return proc.wait()
 
 
-def ingest(settings: Settings, run_dir: Path, history: History | None = None) -> Ingested:
+def ingest(settings: Settings, run_dir: Path, history: "History | None" = None) -> Ingested:
     """Store the run recorded in ``run_dir`` in history.
 
     Tests are stored even when the coverage file is corrupt; the coverage problem is
@@ -151,16 +156,37 @@ def ingest(settings: Settings, run_dir: Path, history: History | None = None) ->
                 name: data.component(settings.component_globs(name), root)
                 for name in settings.config.components
             }
+    from testviper.history.store import save_run
+
     save_run(history or connect(settings), run)
     return result
 
 
-def connect(settings: Settings) -> History:
+def connect(settings: Settings) -> "History":
+    """Open (and migrate) the configured history."""
+    from testviper.history.store import open_history
+
     return open_history(settings.history_url, settings.config.history.busy_timeout)
 
 
 def run(settings: Settings, args: Sequence[str], cov: bool = True) -> tuple[Ingested, int]:
     """``inv run``: pytest once, then ingest. Returns the ingested run and pytest's code."""
-    history = connect(settings)  # a bad history.url fails before the suite runs
-    run_dir, code = start_run(settings, args, cov)
+    run_dir, meta, proc = _start(settings, args, cov)
+    # While the suite runs: git state, and the history connection (heavy imports and
+    # the migration check), so neither adds to the wall time.
+    meta["environment"] = environment.collect(settings.root)
+    history: History | None = None
+    problem: UserError | None = None
+    try:
+        history = connect(settings)
+    except UserError as exc:
+        problem = exc
+    code = _wait(proc)
+    # Recorded before ingest, so `inv runs.ingest` still knows it if ingest fails.
+    atomic_write(run_dir / META, json.dumps({**meta, "exit_code": code}, indent=2))
+    if problem is not None:
+        raise UserError(
+            f"{problem}. The run is kept in {run_dir}: fix the problem, then "
+            f"`inv runs.ingest {run_dir}`"
+        )
     return ingest(settings, run_dir, history), code

@@ -1,6 +1,8 @@
 """What every task shares: loading settings and turning UserError into an exit code."""
 
 import functools
+import os
+import sys
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -25,6 +27,10 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except UserError as exc:
             raise Exit(f"testviper: error: {exc}", code=exc.exit_code) from None
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as other CLI tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=1) from None
 
     return wrapper
 

@@ -1,0 +1,52 @@
+"""What history stores about a run, as plain dataclasses (no database imports)."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from testviper.coverage_data import Counts, FileCoverage
+
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+
+@dataclass
+class TestResult:
+    """One test's final result, as the journal recorded it."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    nodeid: str
+    outcome: str
+    phase: str
+    duration: float
+    message: str | None = None
+    log: str | None = None
+    markers: list[str] = field(default_factory=list)
+    params: dict[str, str] = field(default_factory=dict)
+    worker: str | None = None
+
+
+@dataclass
+class RunRecord:
+    """Everything history keeps about one run."""
+
+    id: str
+    project: str
+    status: str
+    started_at: datetime
+    command: list[str]
+    run_dir: str
+    exit_code: int | None = None
+    finished_at: datetime | None = None
+    label: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    tests: list[TestResult] = field(default_factory=list)
+    files: list[FileCoverage] = field(default_factory=list)
+    components: dict[str, tuple[int, Counts]] = field(default_factory=dict)
+    coverage: Counts | None = None
+
+    def counts(self) -> dict[str, int]:
+        tally = dict.fromkeys(OUTCOMES, 0)
+        for test in self.tests:
+            tally[test.outcome] += 1
+        return tally
