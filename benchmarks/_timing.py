@@ -1,0 +1,66 @@
+"""Helpers shared by the benchmark scripts: locating binaries and timing commands."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Not resolved: in a venv sys.executable is a symlink and its directory is the venv's bin.
+BIN_DIR = Path(sys.executable).parent
+
+
+class CommandFailed(RuntimeError):
+    """A timed command exited non-zero; the message carries the tail of its output."""
+
+
+def venv_bin(name: str) -> Path:
+    """Path of a console script installed next to the running interpreter."""
+    return BIN_DIR / name
+
+
+def bench_env() -> dict[str, str]:
+    """Environment for timed commands.
+
+    PYTHONDONTWRITEBYTECODE is dropped so runs after the warm-up reuse cached bytecode,
+    as on a developer machine; otherwise recompiling dominates and hides real overhead.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["AGENT_NO_ANALYTICS"] = "1"
+    return env
+
+
+def time_command(
+    cmd: Sequence[str | os.PathLike[str]], cwd: Path, env: dict[str, str] | None = None
+) -> float:
+    """Run ``cmd`` to completion and return its wall time in seconds.
+
+    Output is captured (not printed) so terminal speed does not skew either side.
+    """
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [os.fspath(part) for part in cmd],
+        cwd=cwd,
+        env=env if env is not None else bench_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise CommandFailed(
+            f"{' '.join(map(os.fspath, cmd))} exited {proc.returncode} in {cwd}:\n{tail}"
+        )
+    return elapsed
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of ``values`` (kept here so callers need not import statistics)."""
+    return statistics.median(values)

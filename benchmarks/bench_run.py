@@ -1,0 +1,98 @@
+"""Overhead of ``testviper run`` over plain ``pytest --cov`` on a 2,000-test suite.
+
+Generates the suite from ``gen_suite.py`` into a temporary directory, warms up both
+commands once, then times them interleaved and compares medians.
+
+Target: median(testviper run) / median(pytest --cov) <= 1.05.
+
+Usage::
+
+    python benchmarks/bench_run.py [--rounds 3] [--keep] [--runner auto|testviper|inv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from _timing import REPO_ROOT, CommandFailed, bench_env, median, time_command, venv_bin
+from gen_suite import generate_suite
+
+TARGET = 1.05
+
+
+def runner_command(choice: str) -> list[str]:
+    """The TestViper command to time.
+
+    The suite lives outside the repository, so a bare ``inv run`` would not find
+    tasks.py; the installed ``testviper`` script carries the same tasks. ``inv -r``
+    points invoke at the repository's tasks.py as a fallback.
+    """
+    testviper = venv_bin("testviper")
+    if choice == "testviper" or (choice == "auto" and testviper.exists()):
+        return [str(testviper), "run"]
+    return [str(venv_bin("inv")), "-r", str(REPO_ROOT), "run"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit 0 if the target holds, 1 if not, 2 if a command failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="timed runs of each command")
+    parser.add_argument("--modules", type=int, default=40)
+    parser.add_argument("--tests-per-module", type=int, default=50)
+    parser.add_argument("--runner", choices=["auto", "testviper", "inv"], default="auto")
+    parser.add_argument("--keep", action="store_true", help="keep the generated suite")
+    args = parser.parse_args(argv)
+
+    suite = Path(tempfile.mkdtemp(prefix="testviper-bench-run-"))
+    try:
+        generate_suite(suite, args.modules, args.tests_per_module)
+        total = args.modules * args.tests_per_module
+        print(f"generated {total} tests in {suite}", flush=True)
+        # Branch coverage on both sides: TestViper measures branches by default.
+        pytest_cmd = [sys.executable, "-m", "pytest", "-q", "--cov=benchpkg", "--cov-branch"]
+        tv_cmd = runner_command(args.runner)
+        commands = {"pytest": pytest_cmd, "inv_run": tv_cmd}
+        for label, cmd in commands.items():
+            print(f"{label}: {' '.join(cmd)}", flush=True)
+
+        env = bench_env()
+        times: dict[str, list[float]] = {label: [] for label in commands}
+        try:
+            for label, cmd in commands.items():
+                elapsed = time_command(cmd, suite, env)
+                print(f"warm-up {label}: {elapsed:.2f}s", flush=True)
+            for round_no in range(args.rounds):
+                # Swap the order each round so slow drift (thermal, caches) hits both sides.
+                order = list(commands) if round_no % 2 == 0 else list(reversed(commands))
+                for label in order:
+                    elapsed = time_command(commands[label], suite, env)
+                    times[label].append(elapsed)
+                    print(f"round {round_no + 1}/{args.rounds} {label}: {elapsed:.2f}s", flush=True)
+        except CommandFailed as exc:
+            print(f"ERROR {exc}", file=sys.stderr)
+            print("RESULT run_vs_pytest ERROR (a command failed, see above)")
+            return 2
+    finally:
+        if args.keep:
+            print(f"kept suite in {suite}")
+        else:
+            shutil.rmtree(suite, ignore_errors=True)
+
+    run_median = median(times["inv_run"])
+    pytest_median = median(times["pytest"])
+    ratio = run_median / pytest_median
+    ok = ratio <= TARGET
+    print(
+        f"RESULT run_vs_pytest ratio={ratio:.2f} (target <= {TARGET}) "
+        f"inv_run_median={run_median:.2f}s pytest_median={pytest_median:.2f}s "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
