@@ -31,6 +31,8 @@ CONFIG_NAME = "testviper.yaml"
 CONFIG_ENV = "TESTVIPER_CONFIG"
 GLOB_CHARS = re.compile(r"[*?\[]")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DB_URL = re.compile(r"^[\w+]+://")  # the scheme part of SQLAlchemy's URL syntax
+URL_PASSWORD = re.compile(r"^([\w+]+://[^:/@]*):[^@]*@")
 
 
 class Section(BaseModel):
@@ -118,6 +120,15 @@ class ThresholdsSection(Section):
 class HistorySection(Section):
     url: str | None = None
     busy_timeout: float = Field(10.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not DB_URL.match(value):
+            raise ValueError(
+                f"'{value}' is not a database URL (like sqlite:///path or postgresql://host/db)"
+            )
+        return value
 
 
 class RetentionSection(Section):
@@ -253,7 +264,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"{path}: the top level must be a mapping of sections "
             f"(project, paths, components, ...), not a {type(data).__name__}"
         )
-    return data
+    # A section left empty (`project:` alone, or every key commented out) means defaults.
+    return {key: value for key, value in data.items() if value is not None}
 
 
 def _read_dotenv(root: Path) -> dict[str, str]:
@@ -281,7 +293,9 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def _describe(exc: ValidationError) -> str:
     """One line for the first problem pydantic found, with a fix where we know one."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelt required key shows up twice (unknown + missing): the typo is the news.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = _location(err["loc"])
     if err["type"] == "extra_forbidden":
         key = str(err["loc"][-1])
@@ -314,10 +328,10 @@ def _apply_env_overrides(settings: Settings) -> None:
                 first.endpoint = Instance._endpoint(endpoint)
             except ValueError as exc:
                 raise UserError(f"RP_ENDPOINT: {exc}") from None
-            settings.overrides[f"reportportal.instances[{first.name}].endpoint"] = "RP_ENDPOINT"
+            settings.overrides["reportportal.instances[0].endpoint"] = "RP_ENDPOINT"
         if project:
             first.project = project
-            settings.overrides[f"reportportal.instances[{first.name}].project"] = "RP_PROJECT"
+            settings.overrides["reportportal.instances[0].project"] = "RP_PROJECT"
     if env.get("TV_COMPONENT_NAME"):
         settings.label = env["TV_COMPONENT_NAME"]
         settings.overrides["run label"] = "TV_COMPONENT_NAME"
@@ -401,7 +415,7 @@ def effective_yaml(settings: Settings) -> str:
     data = settings.config.model_dump(mode="json")
     data["project"]["name"] = settings.project_name
     data["paths"]["state"] = str(settings.state_dir)
-    data["history"]["url"] = settings.history_url
+    data["history"]["url"] = URL_PASSWORD.sub(r"\1:***@", settings.history_url)
     for inst in data["reportportal"]["instances"]:
         found = settings.secret(inst["api_key_env"])
         inst["api_key"] = f"set (from {inst['api_key_env']})" if found else "NOT SET"

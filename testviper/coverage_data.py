@@ -7,6 +7,7 @@ matched with coverage.py's own glob rules, so a component's figure equals what
 """
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,13 +58,17 @@ class CoverageData:
     def totals(self) -> Counts:
         return sum((f.counts for f in self.files), Counts())
 
-    def component(self, globs: Sequence[str], root: Path) -> tuple[int, Counts]:
-        """Number of files and summed counts of the files matching ``globs``."""
-        from coverage.files import globs_to_regex  # coverage.py's own rules; loads slowly
-
-        matcher = globs_to_regex(globs)
+    def component(self, matcher: re.Pattern[str], root: Path) -> tuple[int, Counts]:
+        """Number of files and summed counts of the files ``matcher`` accepts."""
         picked = [f.counts for f in self.files if matcher.match(str(root / f.path))]
         return len(picked), sum(picked, Counts())
+
+
+def include_matcher(globs: Sequence[str]) -> re.Pattern[str]:
+    """A regex for absolute paths, with coverage.py's ``--include`` glob rules."""
+    from coverage.files import globs_to_regex  # imported late: coverage.py loads slowly
+
+    return globs_to_regex(globs)
 
 
 def read_coverage_json(path: Path) -> CoverageData:

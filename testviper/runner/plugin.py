@@ -21,9 +21,10 @@ user's test process.
 
 import json
 import os
+import sys
 import time
 from collections.abc import Generator
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -78,12 +79,22 @@ class JournalWriter:
 
     def __init__(self, path: str, config: pytest.Config) -> None:
         self.config = config
-        self.file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        # One unbuffered write(2) per event: it reaches the kernel at once, so killing
+        # pytest cannot lose it, and O_APPEND keeps each line whole.
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.pending: dict[str, dict[str, Any]] = {}
 
     def write(self, event: dict[str, Any]) -> None:
-        self.file.write(json.dumps(event, default=str) + "\n")
-        self.file.flush()
+        if self.fd < 0:
+            return
+        try:
+            os.write(self.fd, (json.dumps(event, default=str) + "\n").encode())
+        except OSError as exc:
+            # A full disk must not crash the user's test run: say so once and stop
+            # journaling; the run is then stored as incomplete.
+            print(f"\ntestviper: journal stopped: {exc}", file=sys.stderr, flush=True)
+            os.close(self.fd)
+            self.fd = -1
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.write(
@@ -176,7 +187,8 @@ class JournalWriter:
         self.write({"event": "session_finish", "exitstatus": int(exitstatus), "time": time.time()})
 
     def pytest_unconfigure(self) -> None:
-        self.file.close()
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 def _phase_outcome(report: pytest.TestReport) -> str:

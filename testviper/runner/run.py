@@ -8,6 +8,7 @@ run's history rows, which is how a run whose parent process died is recovered.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testviper.config import Settings
-from testviper.coverage_data import read_coverage_json
+from testviper.coverage_data import include_matcher, read_coverage_json
 from testviper.errors import UserError
 from testviper.fsutil import atomic_write
 from testviper.history.records import RunRecord
@@ -109,7 +110,18 @@ def _wait(proc: subprocess.Popen[bytes]) -> int:
         return proc.wait()
 
 
-def ingest(settings: Settings, run_dir: Path, history: "History | None" = None) -> Ingested:
+def component_matchers(settings: Settings) -> dict[str, re.Pattern[str]]:
+    return {
+        name: include_matcher(settings.component_globs(name)) for name in settings.config.components
+    }
+
+
+def ingest(
+    settings: Settings,
+    run_dir: Path,
+    history: "History | None" = None,
+    matchers: dict[str, re.Pattern[str]] | None = None,
+) -> Ingested:
     """Store the run recorded in ``run_dir`` in history.
 
     Tests are stored even when the coverage file is corrupt; the coverage problem is
@@ -152,10 +164,8 @@ def ingest(settings: Settings, run_dir: Path, history: "History | None" = None) 
             root = Path(meta.get("root") or settings.root)
             run.files = list(data.files)
             run.coverage = data.totals
-            run.components = {
-                name: data.component(settings.component_globs(name), root)
-                for name in settings.config.components
-            }
+            matchers = matchers if matchers is not None else component_matchers(settings)
+            run.components = {name: data.component(m, root) for name, m in matchers.items()}
     from testviper.history.store import save_run
 
     save_run(history or connect(settings), run)
@@ -166,15 +176,18 @@ def connect(settings: Settings) -> "History":
     """Open (and migrate) the configured history."""
     from testviper.history.store import open_history
 
+    if settings.config.history.url is None:
+        ensure_state_dir(settings)  # so a bad state dir is blamed on paths.state
     return open_history(settings.history_url, settings.config.history.busy_timeout)
 
 
 def run(settings: Settings, args: Sequence[str], cov: bool = True) -> tuple[Ingested, int]:
     """``inv run``: pytest once, then ingest. Returns the ingested run and pytest's code."""
     run_dir, meta, proc = _start(settings, args, cov)
-    # While the suite runs: git state, and the history connection (heavy imports and
-    # the migration check), so neither adds to the wall time.
+    # While the suite runs: git state, coverage.py's component matchers and the history
+    # connection (heavy imports, the schema check), so none of them adds to the wall time.
     meta["environment"] = environment.collect(settings.root)
+    matchers = component_matchers(settings)
     history: History | None = None
     problem: UserError | None = None
     try:
@@ -189,4 +202,4 @@ def run(settings: Settings, args: Sequence[str], cov: bool = True) -> tuple[Inge
             f"{problem}. The run is kept in {run_dir}: fix the problem, then "
             f"`inv runs.ingest {run_dir}`"
         )
-    return ingest(settings, run_dir, history), code
+    return ingest(settings, run_dir, history, matchers), code

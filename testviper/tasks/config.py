@@ -15,12 +15,16 @@ def init(c: Context, path: str = "testviper.yaml", force: bool = False) -> None:
     from pathlib import Path
 
     from testviper.config import sample_text
+    from testviper.errors import UserError
     from testviper.fsutil import atomic_write
 
     target = Path(path)
     if target.exists() and not force:
         raise Exit(f"testviper: error: {target} exists; use --force to overwrite it", code=2)
-    atomic_write(target, sample_text())
+    try:
+        atomic_write(target, sample_text())
+    except OSError as exc:
+        raise UserError(f"{target}: cannot write the sample config ({exc.strerror})") from None
     print(f"wrote {target}; edit it, then run `inv config.validate`")
 
 
