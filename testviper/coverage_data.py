@@ -92,7 +92,10 @@ def read_coverage_json(path: Path) -> CoverageData:
             f"{path}: not a coverage.py JSON report (no 'files' mapping); "
             "produce it with `coverage json` or `pytest --cov-report=json`"
         )
-    branch = bool(data.get("meta", {}).get("branch_coverage"))
+    meta = data.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: not a coverage.py JSON report ('meta' is not a mapping)")
+    branch = bool(meta.get("branch_coverage"))
     try:
         files = tuple(_file(name, entry) for name, entry in sorted(data["files"].items()))
     except (KeyError, TypeError, ValueError) as exc:
@@ -112,8 +115,8 @@ def _file(name: str, entry: dict) -> FileCoverage:
         path=name,
         counts=counts,
         excluded=int(summary.get("excluded_lines", 0)),
-        executed_lines=tuple(entry["executed_lines"]),
-        missing_lines=tuple(entry["missing_lines"]),
+        executed_lines=tuple(int(n) for n in entry["executed_lines"]),
+        missing_lines=tuple(int(n) for n in entry["missing_lines"]),
     )
 
 

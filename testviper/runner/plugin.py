@@ -112,17 +112,20 @@ class JournalWriter:
         self.write({"event": "test_start", "nodeid": nodeid, "time": time.time()})
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if report.failed:
+        # A module that fails to import is an error; one skipped at import
+        # (importorskip, skip(allow_module_level=True)) counts as skipped, as pytest does.
+        if report.failed or report.skipped:
+            now = time.time()
             self.write(
                 {
                     "event": "test",
                     "nodeid": report.nodeid or "<collection>",
-                    "outcome": "error",
+                    "outcome": "skipped" if report.skipped else "error",
                     "when": "collect",
                     "duration": 0.0,
-                    "start": time.time(),
-                    "stop": time.time(),
-                    "longrepr": str(report.longrepr),
+                    "start": now,
+                    "stop": now,
+                    "longrepr": _longrepr(report),
                     "log": None,
                     "stdout": None,
                     "stderr": None,
@@ -201,14 +204,14 @@ def _phase_outcome(report: pytest.TestReport) -> str:
     return "failed" if report.when == "call" else "error"
 
 
-def _longrepr(report: pytest.TestReport) -> str | None:
+def _longrepr(report: pytest.TestReport | pytest.CollectReport) -> str | None:
     if report.longrepr is None:
         return None
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2])  # (file, line, "Skipped: reason")
-    if hasattr(report, "wasxfail") and report.wasxfail:
+    if getattr(report, "wasxfail", None):
         return f"{report.longreprtext}\nxfail reason: {report.wasxfail}".strip()
-    return report.longreprtext
+    return str(report.longrepr)
 
 
 def _worker(report: Any) -> str | None:

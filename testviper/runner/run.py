@@ -41,6 +41,7 @@ class Ingested:
     in_flight: list[str]
     warnings: list[str] = field(default_factory=list)
     coverage_error: UserError | None = None
+    coverage_lost: bool = False  # requested, but pytest stopped before writing it
 
 
 def ensure_state_dir(settings: Settings) -> Path:
@@ -110,6 +111,12 @@ def _wait(proc: subprocess.Popen[bytes]) -> int:
         return proc.wait()
 
 
+def _coverage_requested(command: Sequence[str]) -> bool:
+    return any(arg.startswith("--cov-report=json:") for arg in command) and (
+        "--no-cov" not in command
+    )
+
+
 def component_matchers(settings: Settings) -> dict[str, re.Pattern[str]]:
     return {
         name: include_matcher(settings.component_globs(name)) for name in settings.config.components
@@ -155,6 +162,7 @@ def ingest(
     )
     result = Ingested(run, run_dir / JOURNAL, journal.in_flight, list(journal.warnings))
     coverage_file = run_dir / COVERAGE
+    result.coverage_lost = _coverage_requested(run.command) and not coverage_file.exists()
     if coverage_file.exists():
         try:
             data = read_coverage_json(coverage_file)
@@ -187,6 +195,7 @@ def run(settings: Settings, args: Sequence[str], cov: bool = True) -> tuple[Inge
     # While the suite runs: git state, coverage.py's component matchers and the history
     # connection (heavy imports, the schema check), so none of them adds to the wall time.
     meta["environment"] = environment.collect(settings.root)
+    atomic_write(run_dir / META, json.dumps(meta, indent=2))
     matchers = component_matchers(settings)
     history: History | None = None
     problem: UserError | None = None

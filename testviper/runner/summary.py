@@ -13,7 +13,8 @@ def _pct(counts: Counts | None) -> str:
 def format_summary(result: Ingested) -> str:
     run = result.run
     tally = run.counts()
-    parts = [f"{tally[k]} {k}" for k in tally if tally[k]] or ["no tests"]
+    parts = [f"{n} {'errors' if k == 'error' and n != 1 else k}" for k, n in tally.items() if n]
+    parts = parts or ["no tests"]
     lines = [
         f"TestViper run {run.id} ({run.status}, exit {run.exit_code})",
         f"  tests:    {', '.join(parts)}",
@@ -26,6 +27,8 @@ def format_summary(result: Ingested) -> str:
         width = max((len(n) for n in run.components), default=0)
         for name, (files, counts) in run.components.items():
             lines.append(f"    {name:<{width}}  {_pct(counts):>9}  ({files} files)")
+    elif result.coverage_lost:
+        lines.append("  coverage: lost (pytest stopped before writing its report)")
     elif result.coverage_error is None:
         lines.append("  coverage: not measured")
     if result.in_flight:
