@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from testviper.errors import UserError
@@ -272,6 +271,8 @@ def _read_dotenv(root: Path) -> dict[str, str]:
     env_file = root / ".env"
     if not env_file.is_file():
         return {}
+    from dotenv import dotenv_values
+
     return {k: v for k, v in dotenv_values(env_file).items() if v is not None}
 
 

@@ -10,8 +10,8 @@ markers and parameters to their reports, which xdist forwards.
 Events:
   session_start  run_id, time, pytest, args, rootdir
   test_start     nodeid, time
-  test           nodeid, outcome, when, duration, start, stop, longrepr, log, stdout,
-                 stderr, markers, params, worker, location
+  test           nodeid, outcome, when, duration, start, stop, worker, location, and
+                 when present: longrepr, log, stdout, stderr, markers, params
   session_finish exitstatus, time
 
 ``outcome`` is one of passed, failed, error (setup/teardown/collection), skipped,
@@ -29,6 +29,9 @@ from typing import Any
 import pytest
 
 JOURNAL_OPTION = "--testviper-journal"
+# One encoder for the session: json.dumps(..., default=str) builds a new one per call,
+# which is most of the journal's cost on a suite of small tests.
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
 EXTRA = "testviper_extra"
 
 
@@ -55,17 +58,13 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.when == "setup" and item.config.getoption("testviper_journal"):
-        callspec = getattr(item, "callspec", None)
-        params = {k: _short_repr(v) for k, v in callspec.params.items()} if callspec else {}
+        extra: dict[str, Any] = {}
+        if markers := sorted({m.name for m in item.iter_markers()}):
+            extra["markers"] = markers
+        if callspec := getattr(item, "callspec", None):
+            extra["params"] = {k: _short_repr(v) for k, v in callspec.params.items()}
         # A plain attribute survives xdist's report serialisation (TestReport(**extra)).
-        setattr(
-            report,
-            EXTRA,
-            {
-                "markers": sorted({m.name for m in item.iter_markers()}),
-                "params": params,
-            },
-        )
+        setattr(report, EXTRA, extra)
     return report
 
 
@@ -88,7 +87,7 @@ class JournalWriter:
         if self.fd < 0:
             return
         try:
-            os.write(self.fd, (json.dumps(event, default=str) + "\n").encode())
+            os.write(self.fd, (_encode(event) + "\n").encode())
         except OSError as exc:
             # A full disk must not crash the user's test run: say so once and stop
             # journaling; the run is then stored as incomplete.
@@ -126,20 +125,14 @@ class JournalWriter:
                     "start": now,
                     "stop": now,
                     "longrepr": _longrepr(report),
-                    "log": None,
-                    "stdout": None,
-                    "stderr": None,
-                    "markers": [],
-                    "params": {},
                     "worker": _worker(report),
-                    "location": None,
                 }
             )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        entry = self.pending.setdefault(
-            report.nodeid,
-            {
+        entry = self.pending.get(report.nodeid)
+        if entry is None:
+            entry = self.pending[report.nodeid] = {
                 "event": "test",
                 "nodeid": report.nodeid,
                 "outcome": "passed",
@@ -147,16 +140,9 @@ class JournalWriter:
                 "duration": 0.0,
                 "start": report.start,
                 "stop": report.stop,
-                "longrepr": None,
-                "log": None,
-                "stdout": None,
-                "stderr": None,
-                "markers": [],
-                "params": {},
                 "worker": _worker(report),
                 "location": list(report.location),
-            },
-        )
+            }
         extra = getattr(report, EXTRA, None)
         if extra:
             entry.update(extra)
@@ -171,13 +157,14 @@ class JournalWriter:
             entry["longrepr"] = _longrepr(report)
         elif outcome == "xpassed":
             entry["outcome"] = outcome
-        for key, text in (
-            ("log", report.caplog),
-            ("stdout", report.capstdout),
-            ("stderr", report.capstderr),
-        ):
-            if text:
-                entry[key] = text
+        if report.sections:  # the caplog/capstdout properties are costly to ask blindly
+            for key, text in (
+                ("log", report.caplog),
+                ("stdout", report.capstdout),
+                ("stderr", report.capstderr),
+            ):
+                if text:
+                    entry[key] = text
         if report.when == "teardown":
             self.write(self.pending.pop(report.nodeid))
 
