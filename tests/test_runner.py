@@ -106,7 +106,7 @@ MIXED = {
                 pass
 
 
-        @pytest.mark.smoke
+        @pytest.mark.smoke("fast")
         def test_marked():
             pass
 
@@ -416,6 +416,8 @@ def test_journal_and_history_record_every_outcome(project: Path, cli: Cli) -> No
     assert by_id[M + "test_param[3]"]["params"] == {"n": "3"}
     assert "params" not in by_id[M + "test_pass"]  # empty fields are left out
     assert "smoke" in by_id[M + "test_marked"]["markers"]
+    assert by_id[M + "test_marked"]["marker_values"] == {"smoke": "fast"}
+    assert "marker_values" not in by_id[M + "test_param[1]"]  # parametrize is not a value
     assert "smoke" in by_id["tests/arith/test_arith.py::test_add"]["markers"]
     assert "xfail" in by_id[M + "test_xfail"]["markers"]
     assert "markers" not in by_id[M + "test_pass"]

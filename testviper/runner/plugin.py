@@ -11,7 +11,8 @@ Events:
   session_start  run_id, time, pytest, args, rootdir
   test_start     nodeid, time
   test           nodeid, outcome, when, duration, start, stop, worker, location, and
-                 when present: longrepr, log, stdout, stderr, markers, params
+                 when present: longrepr, log, stdout, stderr, markers, marker_values,
+                 params
   session_finish exitstatus, time
 
 ``outcome`` is one of passed, failed, error (setup/teardown/collection), skipped,
@@ -59,17 +60,25 @@ def pytest_runtest_makereport(
     report = yield
     if report.when == "setup" and item.config.getoption("testviper_journal"):
         extra: dict[str, Any] = {}
-        if markers := sorted({m.name for m in item.iter_markers()}):
-            extra["markers"] = markers
+        found = list(item.iter_markers())
+        if found:
+            extra["markers"] = sorted({m.name for m in found})
+            # The first argument of a marker (@pytest.mark.issue("PROJ-1")) becomes the
+            # value of its ReportPortal attribute, as the official agent does it.
+            values = {m.name: _text(m.args[0]) for m in reversed(found) if m.args}
+            values.pop("parametrize", None)
+            if values:
+                extra["marker_values"] = values
         if callspec := getattr(item, "callspec", None):
-            extra["params"] = {k: _short_repr(v) for k, v in callspec.params.items()}
+            extra["params"] = {k: _text(v) for k, v in callspec.params.items()}
         # A plain attribute survives xdist's report serialisation (TestReport(**extra)).
         setattr(report, EXTRA, extra)
     return report
 
 
-def _short_repr(value: Any, limit: int = 200) -> str:
-    text = repr(value)
+def _text(value: Any, limit: int = 200) -> str:
+    """str() of a parameter or marker argument, as ReportPortal shows it, capped."""
+    text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
