@@ -108,25 +108,26 @@ def clean_env(**extra: str) -> dict[str, str]:
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
+def run_cli(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    binary: str = "testviper",
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``testviper ARGS`` (the installed console script) and capture its output."""
+    return subprocess.run(
+        [str(BIN / binary), *args],
+        cwd=cwd,
+        env=env or clean_env(),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.fixture
 def cli() -> Cli:
-    """Run ``testviper ARGS`` (the installed console script) and capture its output."""
-
-    def run(
-        *args: str,
-        cwd: Path,
-        env: dict[str, str] | None = None,
-        binary: str = "testviper",
-        timeout: float = 300,
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / binary), *args],
-            cwd=cwd,
-            env=env or clean_env(),
-            text=True,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    return run
+    """``run_cli`` as a fixture."""
+    return run_cli

@@ -1,0 +1,1 @@
+"""ReportPortal delivery: journal -> launch per instance, outbox, sync, queries."""
