@@ -18,3 +18,9 @@ class LockHeld(UserError):
     """Another process holds the lock for this task. Exit code 75 (EX_TEMPFAIL)."""
 
     exit_code = 75
+
+
+def os_error(exc: OSError) -> UserError:
+    """An operating-system failure (disk full, permission denied) as a one-line UserError."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return UserError(f"{where}{exc.strerror or exc}")

@@ -5,12 +5,23 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+# Read once at import (single-threaded then): os.umask can only be read by setting it.
+DEFAULT_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory.
 
     The temp file is fsynced, renamed over ``path`` and the directory fsynced, so a
     crash or a full disk leaves either the previous content or the new one. ``mode``
-    sets the permissions before the rename, so a secret is never briefly readable.
+    (default: what the umask gives a new file) is set before the rename, so a secret
+    is never briefly readable.
     """
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
@@ -20,8 +31,7 @@ def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, DEFAULT_MODE if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

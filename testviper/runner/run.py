@@ -9,6 +9,7 @@ run's history rows, which is how a run whose parent process died is recovered.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from testviper.config import Settings
 from testviper.coverage_data import include_matcher, read_coverage_json
-from testviper.errors import UserError
+from testviper.errors import UserError, os_error
 from testviper.fsutil import atomic_write
 from testviper.history.records import RunRecord
 from testviper.ids import new_run_id
@@ -91,8 +92,12 @@ def _start(
         "started_at": datetime.now(UTC).isoformat(),
         "command": cmd,
     }
-    # Written before pytest starts: a run whose runner dies can still be ingested.
-    atomic_write(run_dir / META, json.dumps(meta, indent=2))
+    try:
+        # Written before pytest starts: a run whose runner dies can still be ingested.
+        atomic_write(run_dir / META, json.dumps(meta, indent=2))
+    except OSError:
+        shutil.rmtree(run_dir, ignore_errors=True)  # no half-made run directory
+        raise
     env = {
         **os.environ,
         "TESTVIPER_RUN_ID": run_id,
@@ -190,25 +195,35 @@ def connect(settings: Settings) -> "History":
 
 
 def run(settings: Settings, args: Sequence[str], cov: bool = True) -> tuple[Ingested, int]:
-    """``inv run``: pytest once, then ingest. Returns the ingested run and pytest's code."""
+    """``inv run``: pytest once, then ingest. Returns the ingested run and pytest's code.
+
+    Whatever fails once pytest has started (history locked, disk full) leaves the run
+    directory in place and says how to store it later: results are never thrown away.
+    """
     run_dir, meta, proc = _start(settings, args, cov)
-    # While the suite runs: git state, coverage.py's component matchers and the history
-    # connection (heavy imports, the schema check), so none of them adds to the wall time.
-    meta["environment"] = environment.collect(settings.root)
-    atomic_write(run_dir / META, json.dumps(meta, indent=2))
-    matchers = component_matchers(settings)
-    history: History | None = None
-    problem: UserError | None = None
     try:
+        # While the suite runs: git state, coverage.py's component matchers and the
+        # history connection (heavy imports, the schema check), so none of them adds to
+        # the wall time.
+        meta["environment"] = environment.collect(settings.root)
+        atomic_write(run_dir / META, json.dumps(meta, indent=2))
+        matchers = component_matchers(settings)
         history = connect(settings)
-    except UserError as exc:
-        problem = exc
+    except (UserError, OSError) as exc:
+        _wait(proc)  # the tests go on: what they record is what we keep
+        raise _kept(exc, run_dir) from None
     code = _wait(proc)
-    # Recorded before ingest, so `inv runs.ingest` still knows it if ingest fails.
-    atomic_write(run_dir / META, json.dumps({**meta, "exit_code": code}, indent=2))
-    if problem is not None:
-        raise UserError(
-            f"{problem}. The run is kept in {run_dir}: fix the problem, then "
-            f"`inv runs.ingest {run_dir}`"
-        )
-    return ingest(settings, run_dir, history, matchers), code
+    try:
+        # Recorded before ingest, so `inv runs.ingest` still knows it if ingest fails.
+        atomic_write(run_dir / META, json.dumps({**meta, "exit_code": code}, indent=2))
+        return ingest(settings, run_dir, history, matchers), code
+    except (UserError, OSError) as exc:
+        raise _kept(exc, run_dir) from None
+
+
+def _kept(exc: UserError | OSError, run_dir: Path) -> UserError:
+    reason = exc if isinstance(exc, UserError) else os_error(exc)
+    return UserError(
+        f"{reason}. What pytest recorded is kept in {run_dir}: fix the problem, then "
+        f"`inv runs.ingest {run_dir}`"
+    )

@@ -21,7 +21,7 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from testviper.errors import UserError
+        from testviper.errors import UserError, os_error
 
         try:
             return func(*args, **kwargs)
@@ -31,6 +31,8 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
             # The reader went away (`| head`): stop quietly, as other CLI tools do.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise Exit(code=1) from None
+        except OSError as exc:  # disk full, permission denied: the environment, not a bug
+            raise Exit(f"testviper: error: {os_error(exc)}", code=2) from None
 
     return wrapper
 
