@@ -16,6 +16,11 @@ from testviper.history.store import open_history
 
 SECRET = "sk-TOPSECRET-cli-9d8e7f"
 TASKS = {
+    "backup.create",
+    "backup.list",
+    "backup.verify",
+    "cleanup",
+    "restore",
     "run",
     "config.init",
     "config.show",

@@ -135,6 +135,7 @@ class RetentionSection(Section):
     runs_keep: int = Field(1000, ge=1)
     run_dirs_days: int = Field(30, ge=1)
     reports_days: int = Field(90, ge=1)
+    backup_reports_days: int = Field(30, ge=0)
 
 
 class Config(Section):

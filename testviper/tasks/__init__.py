@@ -6,9 +6,12 @@ bodies so that ``inv --list`` stays fast.
 
 from invoke import Collection
 
-from testviper.tasks import runs
+from testviper.tasks import ops, runs
 from testviper.tasks.config import config
 
 ns = Collection(runs.run_, runs.runs, config)
+ns.add_collection(ops.backup_ns)
+ns.add_task(ops.restore)
+ns.add_task(ops.cleanup)
 # Cron and CI have no terminal; and stdin mirroring breaks under pytest capture.
 ns.configure({"run": {"in_stream": False}})

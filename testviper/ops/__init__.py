@@ -1,0 +1,1 @@
+"""Operations on the state directory: locks, backup and restore, cleanup."""
