@@ -22,6 +22,8 @@ TASKS = {
     "cleanup",
     "restore",
     "run",
+    "gate",
+    "config.import-legacy",
     "config.init",
     "config.show",
     "config.validate",

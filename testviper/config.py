@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -58,6 +58,17 @@ class CoverageSection(Section):
     source: list[str] = ["."]
     omit: list[str] = []
     branch: bool = True
+    # Like coverage.py's [paths]: name -> [canonical path, alias, ...]; aliases may hold
+    # globs. Paths in a coverage report that start with an alias are read as canonical.
+    paths: dict[str, list[str]] = {}
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, entries in value.items():
+            if len(entries) < 2:
+                raise ValueError(f"{name}: give the canonical path first, then at least one alias")
+        return value
 
 
 class LaunchSection(Section):
@@ -113,7 +124,66 @@ class Level(Section):
 class ThresholdsSection(Section):
     overall: Level = Level()
     components: dict[str, Level] = {}
-    files: dict[str, float] = {}
+    # glob -> minimum for every matching file: a number (fail_under) or a Level.
+    files: dict[str, float | Level] = {}
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: dict[str, float | Level]) -> dict[str, float | Level]:
+        for pattern, minimum in value.items():
+            if isinstance(minimum, float) and not 0 <= minimum <= 100:
+                raise ValueError(f"'{pattern}': {minimum:g} is not a percentage (0 to 100)")
+        return value
+
+
+GateLevel = Literal["fail", "warn"]
+
+
+class RegressionGate(Section):
+    """Coverage drop against a baseline run, in percentage points."""
+
+    max_drop: float = Field(0.5, ge=0, le=100)
+    noise_floor: float = Field(0.1, ge=0, le=100)
+    level: GateLevel = "fail"
+    # A file is judged only when it has this many more missed statements than before.
+    min_changed_statements: int = Field(5, ge=0)
+    files: Literal["fail", "warn", "off"] = "warn"
+    baseline: Literal["previous", "branch", "median"] = "previous"
+    branch: str | None = None
+    median_runs: int = Field(5, ge=1, le=1000)
+
+
+class PatchGate(Section):
+    """Coverage of the lines changed against ``--base``."""
+
+    fail_under: float | None = Field(None, ge=0, le=100)
+    warn_under: float | None = Field(80.0, ge=0, le=100)
+    min_lines: int = Field(0, ge=0)
+
+
+class SlowGate(Section):
+    level: Literal["fail", "warn", "off"] = "warn"
+    factor: float = Field(2.0, ge=1)
+    floor: float = Field(0.5, ge=0)
+    min_samples: int = Field(5, ge=1)
+    window: int = Field(20, ge=1)
+
+
+class TestsGate(Section):
+    __test__ = False  # not a pytest test class, despite the name
+
+    fail_on_failures: bool = True
+    new_failures: Literal["fail", "warn", "off"] = "fail"
+    flaky: Literal["fail", "warn", "off"] = "warn"
+    flaky_window: int = Field(30, ge=1)
+    slow: SlowGate = SlowGate()
+
+
+class GateSection(Section):
+    on_missing_baseline: Literal["pass", "warn", "fail"] = "warn"
+    regression: RegressionGate = RegressionGate()
+    patch: PatchGate = PatchGate()
+    tests: TestsGate = TestsGate()
 
 
 class HistorySection(Section):
@@ -145,6 +215,7 @@ class Config(Section):
     coverage: CoverageSection = CoverageSection()
     reportportal: ReportPortalSection = ReportPortalSection()
     thresholds: ThresholdsSection = ThresholdsSection()
+    gate: GateSection = GateSection()
     history: HistorySection = HistorySection()
     retention: RetentionSection = RetentionSection()
 
@@ -242,13 +313,32 @@ def load(explicit: str | os.PathLike[str] | None = None, check_paths: bool = Tru
     return settings
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last one silently, so two components with the same name would merge
+    into one without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read config file ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

@@ -6,10 +6,10 @@ bodies so that ``inv --list`` stays fast.
 
 from invoke import Collection
 
-from testviper.tasks import ops, runs
+from testviper.tasks import gate, ops, runs
 from testviper.tasks.config import config
 
-ns = Collection(runs.run_, runs.runs, config)
+ns = Collection(runs.run_, runs.runs, config, gate.gate)
 ns.add_collection(ops.backup_ns)
 ns.add_task(ops.restore)
 ns.add_task(ops.cleanup)

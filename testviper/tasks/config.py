@@ -50,4 +50,31 @@ def show(c: Context, config: str | None = None) -> None:
     print(effective_yaml(s), end="")
 
 
-config = Collection("config", init, validate, show)
+@task(
+    name="import-legacy",
+    positional=["legacy_file"],
+    help={
+        "config": CONFIG_HELP,
+        "legacy_file": "the old coverage_thresholds.json",
+        "write": "replace the thresholds section of testviper.yaml (default: print it)",
+    },
+)
+@user_errors
+def import_legacy(
+    c: Context, legacy_file: str, config: str | None = None, write: bool = False
+) -> None:
+    """Convert the old coverage_thresholds.json into the thresholds: section of testviper.yaml."""
+    from pathlib import Path
+
+    from testviper.gating.legacy import import_into_config
+
+    s = settings(config, check_paths=False)
+    text, notes = import_into_config(s, Path(legacy_file), write)
+    for note in notes:
+        print(f"testviper: note: {note}", file=sys.stderr)
+    print(
+        f"updated the thresholds section of {s.path}" if write else text, end="\n" if write else ""
+    )
+
+
+config = Collection("config", init, validate, show, import_legacy)
