@@ -86,6 +86,18 @@ def write_files(root: Path, files: dict[str, str]) -> None:
         path.write_text(textwrap.dedent(text).lstrip("\n"))
 
 
+def git(root: Path, *args: str) -> str:
+    """Run git in ``root`` with a throwaway identity; return its stdout."""
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A small project: package ``calc`` under src/, two components, passing tests."""

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import PACKAGE, write_files
+from conftest import PACKAGE, git, write_files
 
 from testviper.config import load
 from testviper.coverage_data import CoverageData, read_coverage_json
@@ -54,17 +54,6 @@ PYTEST_COV = [
     "--cov-report=json:.cov/cov.json",
     "--cov-report=xml:.cov/cov.xml",
 ]
-
-
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 def measure(root: Path) -> Path:

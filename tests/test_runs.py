@@ -1,21 +1,9 @@
 """`run`, `runs`, `runs.show` end to end in a real git repository."""
 
 import sqlite3
-import subprocess
 from pathlib import Path
 
-from conftest import Cli, clean_env, write_files
-
-
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
+from conftest import Cli, clean_env, git, write_files
 
 
 def last_run(root: Path) -> sqlite3.Row:
