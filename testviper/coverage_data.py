@@ -6,13 +6,13 @@ matched with coverage.py's own glob rules, so a component's figure equals what
 ``coverage report --include=<its globs>`` prints for the same data.
 """
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from testviper.errors import UserError
+from testviper.fsutil import read_json
 
 
 @dataclass(frozen=True)
@@ -76,17 +76,11 @@ def read_coverage_json(path: Path) -> CoverageData:
 
     Raises UserError naming the file and what is wrong with it.
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such coverage file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read coverage file ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{path}: not valid coverage JSON ({exc.msg} at line {exc.lineno}); "
-            "the file is truncated or corrupt: regenerate it with `coverage json`"
-        ) from None
+    data = read_json(
+        path,
+        "coverage file",
+        "; the file is truncated or corrupt: regenerate it with `coverage json`",
+    )
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         raise UserError(
             f"{path}: not a coverage.py JSON report (no 'files' mapping); "

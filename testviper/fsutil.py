@@ -1,8 +1,12 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one."""
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from testviper.errors import UserError
 
 
 def _umask() -> int:
@@ -46,3 +50,21 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_json(path: Path, kind: str, remedy: str = "") -> Any:
+    """Parse a JSON input file; any problem is a UserError naming the file.
+
+    ``kind`` names the file for the user ("coverage file"); ``remedy`` is appended to
+    the message when the content is not JSON.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {kind}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read {kind} ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}){remedy}"
+        ) from None

@@ -8,7 +8,6 @@ that does not exist is a configuration error here). Old names with the ``testvip
 prefix (``testviper_misc``) map to the configured component without it when there is one.
 """
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,20 +15,14 @@ from typing import Any
 import yaml
 
 from testviper.errors import UserError
+from testviper.fsutil import read_json
 
 TOP_LEVEL = re.compile(r"^[A-Za-z_][\w-]*\s*:")
 
 
 def read_legacy(path: Path, components: list[str]) -> tuple[dict[str, Any], list[str]]:
     """The ``thresholds`` section equivalent to a legacy file, and notes on the mapping."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read it ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json(path, "legacy thresholds file")
     old = data.get("thresholds") if isinstance(data, dict) else None
     if not isinstance(old, dict) or not old:
         raise UserError(
