@@ -23,6 +23,8 @@ TASKS = {
     "restore",
     "run",
     "gate",
+    "sync",
+    "deliveries",
     "config.import-legacy",
     "config.init",
     "config.show",

@@ -107,7 +107,10 @@ def test_import_legacy_prints_then_writes(project: Path, cli: Cli) -> None:
     assert done.returncode == 0, done.stderr
     assert (project / "testviper.yaml").read_text().startswith(before.split("components:")[0])
     assert cli("config.validate", cwd=project).returncode == 0
-    one_line_error(cli("config.import-legacy", "nope.json", cwd=project), "nope.json: no such legacy thresholds file")
+    one_line_error(
+        cli("config.import-legacy", "nope.json", cwd=project),
+        "nope.json: no such legacy thresholds file",
+    )
 
 
 def test_duplicate_component_names_are_a_config_error(project: Path, cli: Cli) -> None:

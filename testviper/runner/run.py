@@ -98,8 +98,11 @@ def _start(
     except OSError:
         shutil.rmtree(run_dir, ignore_errors=True)  # no half-made run directory
         raise
+    # The tests never see ReportPortal keys: a test that prints its environment must
+    # not put a key into the journal or the terminal.
+    secrets = {inst.api_key_env for inst in settings.config.reportportal.instances}
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in secrets},
         "TESTVIPER_RUN_ID": run_id,
         # Keeps coverage data out of the project and apart from concurrent runs.
         "COVERAGE_FILE": str(run_dir / ".coverage"),

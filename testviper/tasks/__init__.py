@@ -6,12 +6,14 @@ bodies so that ``inv --list`` stays fast.
 
 from invoke import Collection
 
-from testviper.tasks import gate, ops, runs
+from testviper.tasks import delivery, gate, ops, runs
 from testviper.tasks.config import config
 
 ns = Collection(runs.run_, runs.runs, config, gate.gate)
 ns.add_collection(ops.backup_ns)
 ns.add_task(ops.restore)
 ns.add_task(ops.cleanup)
+ns.add_task(delivery.sync)
+ns.add_task(delivery.deliveries)
 # Cron and CI have no terminal; and stdin mirroring breaks under pytest capture.
 ns.configure({"run": {"in_stream": False}})

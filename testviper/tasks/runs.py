@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
+from testviper.tasks import delivery
 from testviper.tasks.common import CONFIG_HELP, settings, user_errors
 
 if TYPE_CHECKING:
@@ -42,24 +43,39 @@ def report(result: "Ingested") -> bool:
     help={
         "config": CONFIG_HELP,
         "no_cov": "run without coverage measurement",
+        "no_deliver": "skip ReportPortal delivery (local runs; nothing goes to the outbox)",
+        "require_delivery": "exit 1 if delivery to any instance fails (default: warn only)",
     },
 )
 @user_errors
-def run_(c: Context, config: str | None = None, no_cov: bool = False) -> None:
+def run_(
+    c: Context,
+    config: str | None = None,
+    no_cov: bool = False,
+    no_deliver: bool = False,
+    require_delivery: bool = False,
+) -> None:
     """Run pytest once with coverage and store the run: inv run [-- PATHS PYTEST_ARGS].
 
     Test paths and pytest options go after ``--``, e.g. ``inv run -- tests/unit -x -n 2``.
     The exit code is pytest's. A corrupt coverage report is reported (exit 2 when the
-    tests themselves passed) but the test results are stored regardless.
+    tests themselves passed) but the test results are stored regardless. The run is then
+    delivered to every enabled ReportPortal instance; what fails stays in the outbox.
     """
     import gc
 
     from testviper.runner.run import run
 
     s = settings(config)
+    if not no_deliver:
+        delivery.check_keys(s)  # before pytest starts: a missing key must not cost a run
     result, code = run(s, pytest_args(c), cov=not no_cov)
     if not report(result) and code == 0:
         code = 2
+    if not no_deliver:
+        delivered = delivery.deliver_run(s, result.run.id, result.run.run_dir)
+        if require_delivery and not delivered and code == 0:
+            code = 1
     # Nothing below needs the run's objects: exempting them from the interpreter's
     # final garbage collection cuts about 0.1 s from every run's exit.
     gc.freeze()
