@@ -91,6 +91,9 @@ ENDPOINTS = (
     "info",
     "health",
     "users",
+    "list_api_keys",
+    "create_api_key",
+    "delete_api_key",
     "unknown",
 )
 
@@ -274,6 +277,13 @@ def _route(method: str, path: str) -> tuple[str, str | None, str | None, dict]:
         return "health", None, None, {}
     if path.rstrip("/") == "/api/users" and method == "GET":
         return "users", None, None, {}
+    m = re.fullmatch(r"/api/users/(?P<user>[^/]+)/api-keys(?:/(?P<key>[^/]+))?/?", path)
+    if m:
+        name = {"GET": "list_api_keys", "POST": "create_api_key"}.get(method)
+        if m.group("key") is not None:
+            name = "delete_api_key" if method == "DELETE" else None
+        if name:
+            return name, None, None, {k: unquote(v) for k, v in m.groupdict().items() if v}
     m = re.fullmatch(r"/api/(v1|v2)/([^/]+)/(.+)", path)
     if m:
         api, project, rest = m.group(1), unquote(m.group(2)), m.group(3)
@@ -395,6 +405,7 @@ class RPServer:
         latency: float = 0.0,
         record_bodies: bool = True,
         extra_issue_types: dict[str, list[dict]] | None = None,
+        api_key_endpoints: bool = True,
     ):
         self._lock = threading.RLock()
         self.api_keys: set[str] = set(api_keys)
@@ -425,6 +436,9 @@ class RPServer:
         self._next_id = 1
         self._numbers: Counter[str] = Counter()
         self._subtypes = self._default_subtypes(extra_issue_types or {})
+        # User API keys (RP >= 5.11): False answers 404 to them, like an older server.
+        self.api_key_endpoints = api_key_endpoints
+        self._key_meta: dict[str, dict] = {}  # key -> {"id", "name", "created_at"}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -816,6 +830,8 @@ class RPServer:
                         for p in sorted(self.projects)
                     },
                 }
+            if endpoint in ("list_api_keys", "create_api_key", "delete_api_key"):
+                return self._api_keys_request(endpoint, params, headers, body)
             if endpoint == "unknown":
                 raise RPError(404, 4040 if project else 404, "Not found")
             if endpoint == "log_batch":
@@ -861,6 +877,48 @@ class RPServer:
         """Re-apply v2 operations that were waiting for ``uuid`` (the consumer's retry)."""
         for endpoint, fn, args, _ in self._pending.pop(uuid, []):
             self._run(endpoint, "v2", fn, *args)
+
+    # --- user API keys
+
+    def _key_record(self, key: str) -> dict:
+        """Id, name and creation time of a key: ``name_<base64>`` keys are named by their prefix."""
+        meta = self._key_meta.get(key)
+        if meta is None:
+            name = key.rsplit("_", 1)[0] if "_" in key else f"legacy-{len(self._key_meta) + 1}"
+            created = int(time.time() * 1000)
+            meta = {"id": 100 + len(self._key_meta), "name": name, "created_at": created}
+            self._key_meta[key] = meta
+        return meta
+
+    def _api_keys_request(self, endpoint, params, headers, body):
+        if not self.api_key_endpoints:
+            raise RPError(404, 404, "Not found")
+        if params["user"] != "1":  # the only user; another user's keys need an administrator
+            raise RPError(403, ACCESS_DENIED, "You do not have enough permissions.")
+        with self._lock:
+            for key in sorted(self.api_keys):  # ids in a stable order, not the set's
+                self._key_record(key)
+            keys = sorted(self.api_keys, key=lambda k: self._key_record(k)["id"])
+            if endpoint == "list_api_keys":
+                items = [{**self._key_record(k), "user_id": 1, "last_used_at": None} for k in keys]
+                return 200, {"items": items}
+            if endpoint == "delete_api_key":
+                for key in keys:
+                    if str(self._key_record(key)["id"]) == params["key"]:
+                        self.api_keys.discard(key)
+                        return 200, {"message": f"Api key with ID = '{params['key']}' was deleted."}
+                raise RPError(404, 40422, f"Api key with ID '{params['key']}' not found")
+            try:
+                name = json.loads(body or b"null")["name"]
+            except (ValueError, TypeError, KeyError):
+                raise _bad("Field 'name' should not be null.") from None
+            if not isinstance(name, str) or not 1 <= len(name) <= 40:
+                raise _bad("Field 'name' should have size from '1' to '40'.")
+            if any(self._key_record(k)["name"] == name for k in keys):
+                raise RPError(409, 4091, f"Api key with name '{name}' already exists")
+            key = f"{name}_{uuidlib.uuid4().hex}"
+            self.api_keys.add(key)
+            return 201, {**self._key_record(key), "user_id": 1, "api_key": key}
 
     # --- launches
 
@@ -1642,6 +1700,7 @@ _PHRASES = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 
 _PHRASES |= {
     404: "Not Found",
     406: "Not Acceptable",
+    409: "Conflict",
     408: "Request Timeout",
     429: "Too Many Requests",
 }

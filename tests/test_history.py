@@ -14,6 +14,7 @@ from testviper.history.records import RunRecord, TestResult
 from testviper.history.store import find_run, list_runs, open_history, save_run
 
 V1_DUMP = Path(__file__).parent / "data" / "history_v1.sql"
+V2_DUMP = Path(__file__).parent / "data" / "history_v2.sql"
 LEGACY_RUN = "019a0000-0000-7000-8000-000000000001"
 
 
@@ -84,6 +85,31 @@ def test_previous_version_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
     assert [r.id for r in list_runs(history)] == [sample_run().id, LEGACY_RUN]
     open_history(f"sqlite:///{db}")  # opening again is a no-op
     assert version(db) == schema.SCHEMA_VERSION
+
+
+def test_version_2_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
+    """A v2 database (frozen dump) gains the key rotation log; its labelled run is intact."""
+    db = tmp_path / "h.sqlite"
+    with sqlite3.connect(db) as con:
+        con.executescript(V2_DUMP.read_text())
+    assert version(db) == 2
+    assert "key_rotations" not in columns(db)
+    history = open_history(f"sqlite:///{db}")
+    assert columns(db) == expected_columns()
+    assert version(db) == schema.SCHEMA_VERSION
+    legacy = find_run(history, "019b")
+    assert (legacy.project, legacy.label, legacy.failed) == ("legacy2", "xradio", 1)
+    with history.begin() as conn:
+        conn.execute(
+            schema.key_rotations.insert().values(
+                instance="main",
+                variable="RP_API_KEY",
+                rotated_at=datetime(2026, 11, 1),
+                fingerprint="abc123",
+                overlap=True,
+                old_key="kept",
+            )
+        )
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -16,13 +16,22 @@ import glob
 import ipaddress
 import os
 import re
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from testviper.errors import UserError
 
@@ -81,6 +90,8 @@ class Instance(Section):
     """One ReportPortal server and project to deliver to."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # Before ``endpoint``, whose validator reads it: http:// to a non-loopback host.
+    allow_insecure: bool = False
     endpoint: str
     project: str
     api_key_env: str = "RP_API_KEY"
@@ -92,15 +103,14 @@ class Instance(Section):
 
     @field_validator("endpoint")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"'{value}' is not an http(s) URL")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ValueError(
-                "http:// is only allowed for loopback; use https:// so the API key is encrypted"
-            )
-        return value.rstrip("/")
+    def _endpoint(cls, value: str, info: ValidationInfo) -> str:
+        return check_endpoint(value, bool(info.data.get("allow_insecure")))
+
+    @property
+    def insecure(self) -> bool:
+        """True when the API key would cross the network unencrypted."""
+        parts = urlsplit(self.endpoint)
+        return parts.scheme == "http" and not _is_loopback(parts.hostname or "")
 
     @field_validator("api_key_env")
     @classmethod
@@ -112,8 +122,38 @@ class Instance(Section):
         return value
 
 
+def check_endpoint(value: str, allow_insecure: bool = False) -> str:
+    """An instance endpoint, validated: http(s), and http:// only to loopback unless allowed."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"'{value}' is not an http(s) URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure:
+        raise ValueError(
+            "http:// is only allowed for loopback; use https:// so the API key is encrypted"
+        )
+    return value.rstrip("/")
+
+
+_warned_insecure: set[str] = set()
+
+
+def warn_insecure(instances: Iterable[Instance]) -> None:
+    """Warn on stderr, once per process and instance, about an allowed http:// endpoint."""
+    for inst in instances:
+        if inst.insecure and inst.name not in _warned_insecure:
+            _warned_insecure.add(inst.name)
+            print(
+                f"testviper: warning: reportportal instance '{inst.name}' uses http:// to "
+                f"{urlsplit(inst.endpoint).hostname} (allow_insecure: true): its API key and "
+                "results cross the network unencrypted",
+                file=sys.stderr,
+            )
+
+
 class ReportPortalSection(Section):
     instances: list[Instance] = []
+    # `inv rotate-keys --check` warns about keys not rotated for longer than this.
+    max_key_age_days: int = Field(90, ge=1)
 
 
 class Level(Section):
@@ -208,6 +248,54 @@ class RetentionSection(Section):
     backup_reports_days: int = Field(30, ge=0)
 
 
+class HealthSection(Section):
+    """Limits for `inv health` and `inv diagnose`: past the first WARNING, the second CRITICAL."""
+
+    max_run_age_hours: float = Field(26.0, gt=0)
+    critical_run_age_hours: float = Field(72.0, gt=0)
+    outbox_warn_hours: float = Field(6.0, gt=0)
+    outbox_critical_hours: float = Field(24.0, gt=0)
+    min_free_mb: float = Field(1024.0, ge=0)
+    critical_free_mb: float = Field(256.0, ge=0)
+    max_state_mb: float = Field(2048.0, gt=0)
+    critical_state_mb: float = Field(10240.0, gt=0)
+    max_latency_ms: float = Field(2000.0, gt=0)
+    # This host runs ops/schedules.yaml: a missing installation is a WARNING.
+    expect_schedule: bool = False
+
+
+BADGE_COLOURS = {
+    "red": "#e05d44",
+    "orange": "#fe7d37",
+    "yellow": "#dfb317",
+    "yellowgreen": "#a4a61d",
+    "green": "#97ca00",
+    "brightgreen": "#44cc11",
+    "grey": "#9f9f9f",
+}
+HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+class ReportsSection(Section):
+    """`inv report`: badge colour bands (colour -> lowest percentage) and table sizes."""
+
+    badge_bands: dict[str, float] = {"red": 0, "orange": 60, "yellow": 75, "green": 90}
+    slowest: int = Field(10, ge=1, le=1000)
+
+    @field_validator("badge_bands")
+    @classmethod
+    def _bands(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("give at least one colour band, like {red: 0, green: 90}")
+        for colour, lowest in value.items():
+            if colour not in BADGE_COLOURS and not HEX_COLOUR.match(colour):
+                known = ", ".join(BADGE_COLOURS)
+                raise ValueError(f"'{colour}' is not a colour ({known} or #rrggbb)")
+            if not 0 <= lowest <= 100:
+                raise ValueError(f"{colour}: {lowest:g} is not a percentage (0 to 100)")
+        return value
+
+
 class Config(Section):
     project: ProjectSection = ProjectSection()
     paths: PathsSection = PathsSection()
@@ -218,6 +306,8 @@ class Config(Section):
     gate: GateSection = GateSection()
     history: HistorySection = HistorySection()
     retention: RetentionSection = RetentionSection()
+    reports: ReportsSection = ReportsSection()
+    health: HealthSection = HealthSection()
 
 
 @dataclass
@@ -417,7 +507,7 @@ def _apply_env_overrides(settings: Settings) -> None:
         first = instances[0]
         if endpoint:
             try:
-                first.endpoint = Instance._endpoint(endpoint)
+                first.endpoint = check_endpoint(endpoint, first.allow_insecure)
             except ValueError as exc:
                 raise UserError(f"RP_ENDPOINT: {exc}") from None
             settings.overrides["reportportal.instances[0].endpoint"] = "RP_ENDPOINT"

@@ -32,8 +32,13 @@ def _v1_to_v2(conn: Connection) -> None:
     schema.profiles.create(conn)
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    """The audit trail of `inv rotate-keys`."""
+    schema.key_rotations.create(conn)
+
+
 # STEPS[v] turns version v into version v + 1.
-STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def current_version(conn: Connection) -> int | None:

@@ -7,7 +7,7 @@ Types are portable SQLAlchemy types, so ``history.url`` may name PostgreSQL.
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -137,4 +137,22 @@ profiles = sa.Table(
     sa.Column("children", sa.Integer),
     sa.Column("read_bytes", sa.BigInteger),
     sa.Column("write_bytes", sa.BigInteger),
+)
+
+# One row per `inv rotate-keys`: who rotated which instance's key when. Keys appear only
+# as fingerprints (the first 6 hex characters of their SHA-256), never as values.
+key_rotations = sa.Table(
+    "key_rotations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("instance", sa.String(200), nullable=False, index=True),
+    sa.Column("variable", sa.String(200), nullable=False),
+    sa.Column("rotated_at", sa.DateTime, nullable=False),
+    sa.Column("fingerprint", sa.String(16), nullable=False),
+    sa.Column("previous_fingerprint", sa.String(16)),
+    sa.Column("overlap", sa.Boolean, nullable=False),  # old key kept as <VAR>_PREVIOUS
+    # revoked | manual (the server could not do it) | kept (not asked) | none (no old key)
+    sa.Column("old_key", sa.String(20), nullable=False),
+    sa.Column("actor", sa.String(255)),
+    sa.Column("host", sa.String(255)),
 )

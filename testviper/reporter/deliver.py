@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from testviper.config import Instance, Settings
+from testviper.config import Instance, Settings, warn_insecure
 from testviper.reporter import outbox
 from testviper.reporter.launch import Item, Launch, Log, attribute, build_launch
 from testviper.reporter.masking import Masker, masker_for
@@ -133,20 +133,32 @@ class Api:
             )
         return remaining
 
-    def _send(self, method: str, path: str, body: bytes | None, content_type: str | None) -> Any:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        content_type: str | None,
+        root: bool = False,
+    ) -> Any:
         timeout = min(self.instance.timeout, self._remaining())
         headers = dict(self.headers)
         if content_type:
             headers["Content-Type"] = content_type
         return self.pool.request(
             method,
-            self.base + path,
+            (self.instance.endpoint if root else self.base) + path,
             body=body,
             headers=headers,
             timeout=self.urllib3.Timeout(connect=timeout, read=timeout),
             retries=False,
             redirect=False,
         )
+
+    def request(self, method: str, path: str, *, root: bool = False) -> Any:
+        """One attempt, no retry: the raw response (``.status``, ``.data``), urllib3 errors
+        raised. ``root``: ``path`` is under the server (``/api/info``), not the project."""
+        return self._send(method, path, None, None, root)
 
     def exists(self, path: str) -> bool:
         try:
@@ -168,8 +180,12 @@ class Api:
         """Send one request (JSON ``body`` or a ``multipart`` log batch); return its JSON."""
         errors = self.urllib3.exceptions
         name = self.instance.name
+        payload: bytes | None
+        content_type: str | None
         if multipart is not None:
             payload, content_type = multipart, f"multipart/form-data; boundary={BOUNDARY}"
+        elif body is None:  # a GET or DELETE without a body
+            payload, content_type = None, None
         else:
             payload, content_type = json.dumps(body).encode(), "application/json"
         last = ""
@@ -690,6 +706,7 @@ def deliver_all(
     targets = [i for i in (instances or settings.config.reportportal.instances) if i.enabled]
     if not targets:
         return []
+    warn_insecure(targets)
     history = connect(settings)
     masker = masker_for(settings)
     with ThreadPoolExecutor(len(targets), thread_name_prefix="tv-instance") as pool:
@@ -728,6 +745,7 @@ def sync(
             notes.append(f"{entry.instance}: disabled; run {entry.run_id} kept")
         else:
             per_instance.setdefault(entry.instance, []).append(entry)
+    warn_insecure(configured[name] for name in per_instance)
 
     def replay(name: str) -> list[DeliveryResult]:
         out = []

@@ -6,14 +6,23 @@ bodies so that ``inv --list`` stays fast.
 
 from invoke import Collection
 
-from testviper.tasks import delivery, gate, ops, runs
+from testviper.tasks import delivery, gate, ops, report, rp, runs
 from testviper.tasks.config import config
+from testviper.tasks.health import diagnose, health
+from testviper.tasks.keys import rotate_keys
+from testviper.tasks.schedule import schedule
 
 ns = Collection(runs.run_, runs.runs, config, gate.gate)
 ns.add_collection(ops.backup_ns)
 ns.add_task(ops.restore)
 ns.add_task(ops.cleanup)
+ns.add_task(rotate_keys)
 ns.add_task(delivery.sync)
 ns.add_task(delivery.deliveries)
+ns.add_task(report.report)
+ns.add_task(health)
+ns.add_task(diagnose)
+ns.add_collection(rp.rp)
+ns.add_collection(schedule)
 # Cron and CI have no terminal; and stdin mirroring breaks under pytest capture.
 ns.configure({"run": {"in_stream": False}})
