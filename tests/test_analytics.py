@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from testviper.analytics import analyse, mad, make_window, parse_since, slope
+from testviper.analytics.stats import Series
 from testviper.config import Settings, load
 from testviper.coverage_data import Counts
 from testviper.errors import UserError
@@ -376,3 +377,15 @@ def test_daily_and_weekly_digests(tmp_path: Path) -> None:
     empty = daily_digest(s, now=START + timedelta(days=60))
     assert empty.analytics.state == "no_data"
     assert "no runs in history for last 1 days" in empty.markdown
+
+
+def test_runs_minutes_apart_give_no_per_day_trend() -> None:
+    """Three runs within an hour: no slope (it would extrapolate), and the note says why."""
+    start = datetime(2026, 11, 1, 12, 0)
+    series = Series(
+        "coverage", "%", [(start + timedelta(minutes=20 * i), 80.0 + i, f"r{i}") for i in range(3)]
+    )
+    assert series.slope_per_day is None
+    assert series.state == "insufficient_data"
+    assert "within 40 min" in series.note()
+    assert series.change == 2.0  # the plain figures are still there

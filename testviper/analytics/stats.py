@@ -36,6 +36,9 @@ def mad(values: Sequence[float]) -> float | None:
     return statistics.median(abs(v - centre) for v in values)
 
 
+MIN_TREND_DAYS = 1.0
+
+
 @dataclass
 class Series:
     """A value over time (coverage %, run duration s, pass rate %) within a window.
@@ -65,7 +68,8 @@ class Series:
 
     @property
     def slope_per_day(self) -> float | None:
-        if not self.points:
+        # Runs minutes apart would extrapolate to absurd rates per day: no trend then.
+        if not self.points or self.span_days < MIN_TREND_DAYS:
             return None
         origin = self.origin or self.points[0][0]
         return slope([((t - origin).total_seconds() / DAY, v) for t, v, _ in self.points])
@@ -109,8 +113,15 @@ class Series:
         """Why figures are missing, in words for the reports ('' when there is a trend)."""
         if self.state == "no_data":
             return f"no {self.name} data in the window"
-        if self.state == "insufficient_data":
+        if self.state == "insufficient_data" and self.n < 2:
             return f"insufficient data: {self.n} point(s) of {self.name}, a trend needs two"
+        if self.state == "insufficient_data":
+            hours = self.span_days * 24
+            within = f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
+            return (
+                f"insufficient data: {self.n} points of {self.name} within {within}; "
+                "a per-day trend needs at least a day of runs"
+            )
         return ""
 
     def as_dict(self, with_points: bool = True) -> dict[str, Any]:

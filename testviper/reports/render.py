@@ -201,7 +201,7 @@ def line_chart(
     title: str, series: list[Series], unit: str, width: int = 640, height: int = 220
 ) -> dict[str, Any]:
     """Polylines in a viewBox, axes and labels: everything the template draws."""
-    left, right, top, bottom = 48, 12, 12, 28
+    left, right, top, bottom = 64, 12, 12, 28
     plotted = [s for s in series if s.points]
     chart: dict[str, Any] = {
         "title": title,
@@ -223,6 +223,9 @@ def line_chart(
         lo, hi = lo - 1, hi + 1
     pad = (hi - lo) * 0.08
     lo, hi = lo - pad, hi + pad
+    if unit == "%":  # a percentage axis never shows values outside 0..100
+        lo, hi = max(lo, 0.0), min(hi, 100.0)
+    digits = 0 if hi - lo >= 20 else 1 if hi - lo >= 2 else 2 if hi - lo >= 0.2 else 3
     span = (t1 - t0).total_seconds() or 1.0
     pw, ph = width - left - right, height - top - bottom
 
@@ -244,7 +247,7 @@ def line_chart(
         )
     for k in range(5):
         v = lo + (hi - lo) * k / 4
-        chart["ticks"].append({"y": round(y_of(v), 1), "label": f"{v:.1f}{unit}"})
+        chart["ticks"].append({"y": round(y_of(v), 1), "label": f"{v:.{digits}f}{unit}"})
     chart["x_labels"] = [
         {"x": left, "anchor": "start", "label": f"{t0:%Y-%m-%d}"},
         {"x": width - right, "anchor": "end", "label": f"{t1:%Y-%m-%d}"},
