@@ -30,13 +30,8 @@ from testviper.ops.health import (
     WARNING,
     Check,
     Report,
-    check_disk,
-    check_history,
-    check_last_run,
-    check_outbox,
-    check_schedule,
-    check_state_size,
     guarded,
+    health_checks,
     instance_check,
     load_settings,
 )
@@ -508,13 +503,7 @@ def run_diagnose(config: str | None, test_path: str | None = None) -> tuple[Repo
     checks += guarded("environment", lambda: check_environment(settings))
     checks += guarded("permissions", lambda: check_permissions(settings))
     checks += guarded("coverage_sources", lambda: check_sources(settings))
-    checks += guarded("reportportal", lambda: _reportportal(settings))
-    checks += guarded("outbox", lambda: check_outbox(settings))
-    checks += guarded("last_run", lambda: check_last_run(settings))
-    checks += guarded("disk", lambda: check_disk(settings))
-    checks += guarded("state_size", lambda: check_state_size(settings))
-    checks += guarded("history", lambda: check_history(settings))
-    checks += guarded("schedule", lambda: check_schedule(settings))
+    checks += health_checks(settings, reportportal=_reportportal)
     extra["duration_s"] = round(time.monotonic() - started, 3)
     return Report(checks, "diagnose", extra), settings
 

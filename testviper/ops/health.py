@@ -550,10 +550,15 @@ def check_schedule(settings: Any) -> Check:
 # --------------------------------------------------------------------------- all together
 
 
-def health_checks(settings: Any) -> list[Check]:
-    """Every health check except config, in display order."""
+def health_checks(
+    settings: Any, reportportal: Callable[[Any], list[Check]] | None = None
+) -> list[Check]:
+    """Every health check except config, in display order.
+
+    ``reportportal`` replaces the instance checks (diagnose adds a connection trace).
+    """
     checks: list[Check] = []
-    checks += guarded("reportportal", lambda: check_reportportal(settings))
+    checks += guarded("reportportal", lambda: (reportportal or check_reportportal)(settings))
     checks += guarded("outbox", lambda: check_outbox(settings))
     checks += guarded("last_run", lambda: check_last_run(settings))
     checks += guarded("disk", lambda: check_disk(settings))
