@@ -470,10 +470,10 @@ def test_install_needs_one_scope(project: Path, cli: Cli, home: dict[str, str]) 
 
 def test_missing_crontab_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without Debian's cron, cron installs say what to install."""
-    schedule = importlib.import_module("testviper.tasks.schedule")
+    installer = importlib.import_module("testviper.ops.schedule_install")
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(UserError, match=r"crontab not found: install Debian's cron"):
-        schedule._crontab_binary()
+        installer._crontab_binary()
 
 
 # ---------------------------------------------------------------- the shipped schedule
