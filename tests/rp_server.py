@@ -2,8 +2,8 @@
 
 Standard library only. Speaks the parts of the RP API that ``reportportal-client`` and the
 ``pytest-reportportal`` agent use (v1 synchronous and v2 asynchronous reporting, reads, launch
-update/list/delete, project settings, info/health/users) and validates requests the way the
-real server does (see the shared ReportPortal reference, sections 1.4-1.7).
+update/list/delete, the items of a launch, project settings, info/health/users) and validates
+requests the way the real server does (see the shared ReportPortal reference, sections 1.4-1.7).
 
     with RPServer(api_keys={"good-key"}, projects={"proj"}) as rp:
         client = RPClient(rp.url, "proj", api_key="good-key")
@@ -85,6 +85,7 @@ ENDPOINTS = (
     "update_launch",
     "update_item",
     "list_launches",
+    "list_items",
     "delete_launches",
     "delete_launch",
     "settings",
@@ -252,6 +253,7 @@ _PROJECT_ROUTES = [
     ("GET", r"item/uuid/(?P<uuid>[^/]+)", "get_item"),
     ("PUT", r"launch/(?P<id>\d+)/update", "update_launch"),
     ("GET", r"launch", "list_launches"),
+    ("GET", r"item", "list_items"),
     ("DELETE", r"launch", "delete_launches"),
     ("DELETE", r"launch/(?P<id>\d+)", "delete_launch"),
     ("GET", r"settings", "settings"),
@@ -1589,6 +1591,37 @@ class RPServer:
         chunk = launches[(page - 1) * size : page * size]
         return 200, {
             "content": [self._launch_json(x) for x in chunk],
+            "page": {
+                "number": page,
+                "size": size,
+                "totalElements": total,
+                "totalPages": (total + size - 1) // size,
+            },
+        }
+
+    def _h_list_items(self, api, project, params, query, data):
+        """The items of one launch (``filter.eq.launchId`` is required, as on RP), by id."""
+
+        def one(key: str, default: str | None = None) -> str | None:
+            return query.get(key, [default])[0]
+
+        try:
+            page = int(one("page.page", "1"))
+            size = int(one("page.size", "20"))
+            launch_id = int(one("filter.eq.launchId") or "")
+        except ValueError as exc:
+            raise _bad(f"Incorrect filter value: {exc}") from exc
+        if page < 1 or size < 1:
+            raise _bad("page.page and page.size should be positive")
+        launch = self._project_launch(
+            project, self._launches.get(self._launch_by_id.get(launch_id, "")), str(launch_id)
+        )
+        items = sorted(
+            (self._items[u] for u in self._descendants(launch.roots)), key=lambda x: x.id
+        )
+        total = len(items)
+        return 200, {
+            "content": [self._item_json(x) for x in items[(page - 1) * size : page * size]],
             "page": {
                 "number": page,
                 "size": size,

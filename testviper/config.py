@@ -296,6 +296,47 @@ class ReportsSection(Section):
         return value
 
 
+class AlertChannel(Section):
+    """One alert destination; its URL is read from the environment variable ``url_env``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    type: Literal["slack", "webhook"]
+    url_env: str
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+    timeout: float = Field(10.0, gt=0)
+    retries: int = Field(3, ge=0, le=10)
+    enabled: bool = True
+
+    @field_validator("url_env")
+    @classmethod
+    def _url_env(cls, value: str) -> str:
+        if "://" in value or not ENV_NAME.match(value):
+            raise ValueError(
+                "must name an environment variable (like SLACK_WEBHOOK_URL) holding the URL, "
+                "not the URL itself: webhook URLs are secrets and stay out of the config file"
+            )
+        return value
+
+
+class AlertsSection(Section):
+    """`inv alert.test` and the routines' alerts: channels, dedup window, retry limits."""
+
+    channels: list[AlertChannel] = []
+    dedup_minutes: float = Field(60.0, ge=0)  # the same alert again within this: not sent
+    backoff: float = Field(1.0, ge=0)  # first retry delay in seconds, doubled per retry
+    max_backoff: float = Field(30.0, ge=0)
+    max_retry_after: float = Field(60.0, ge=0)  # cap on a 429's Retry-After
+
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, value: list[AlertChannel]) -> list[AlertChannel]:
+        names = [c.name for c in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"channel names must be unique: {', '.join(dupes)}")
+        return value
+
+
 class Config(Section):
     project: ProjectSection = ProjectSection()
     paths: PathsSection = PathsSection()
@@ -308,6 +349,7 @@ class Config(Section):
     retention: RetentionSection = RetentionSection()
     reports: ReportsSection = ReportsSection()
     health: HealthSection = HealthSection()
+    alerts: AlertsSection = AlertsSection()
 
 
 @dataclass

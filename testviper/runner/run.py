@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,13 +197,30 @@ def connect(settings: Settings) -> "History":
     return open_history(settings.history_url, settings.config.history.busy_timeout)
 
 
-def run(settings: Settings, args: Sequence[str], cov: bool = True) -> tuple[Ingested, int]:
+# Called with the pytest process as soon as it has started; returns the function called
+# once pytest has exited (``inv profile`` samples the process tree in between).
+Watcher = Callable[[subprocess.Popen[bytes]], Callable[[], None]]
+
+
+def run(
+    settings: Settings, args: Sequence[str], cov: bool = True, watch: Watcher | None = None
+) -> tuple[Ingested, int]:
     """``inv run``: pytest once, then ingest. Returns the ingested run and pytest's code.
 
     Whatever fails once pytest has started (history locked, disk full) leaves the run
     directory in place and says how to store it later: results are never thrown away.
+    ``watch`` observes the pytest process while it runs (see ``Watcher``).
     """
     run_dir, meta, proc = _start(settings, args, cov)
+    stop = watch(proc) if watch is not None else None
+
+    def wait() -> int:
+        try:
+            return _wait(proc)
+        finally:
+            if stop is not None:
+                stop()
+
     try:
         # While the suite runs: git state, coverage.py's component matchers and the
         # history connection (heavy imports, the schema check), so none of them adds to
@@ -213,9 +230,9 @@ def run(settings: Settings, args: Sequence[str], cov: bool = True) -> tuple[Inge
         matchers = component_matchers(settings)
         history = connect(settings)
     except (UserError, OSError) as exc:
-        _wait(proc)  # the tests go on: what they record is what we keep
+        wait()  # the tests go on: what they record is what we keep
         raise _kept(exc, run_dir) from None
-    code = _wait(proc)
+    code = wait()
     try:
         # Recorded before ingest, so `inv runs.ingest` still knows it if ingest fails.
         atomic_write(run_dir / META, json.dumps({**meta, "exit_code": code}, indent=2))

@@ -6,10 +6,11 @@ bodies so that ``inv --list`` stays fast.
 
 from invoke import Collection
 
-from testviper.tasks import delivery, gate, ops, report, rp, runs
+from testviper.tasks import alert, delivery, gate, history, ops, report, rp, runs
 from testviper.tasks.config import config
 from testviper.tasks.health import diagnose, health
 from testviper.tasks.keys import rotate_keys
+from testviper.tasks.profile import profile
 from testviper.tasks.schedule import schedule
 
 ns = Collection(runs.run_, runs.runs, config, gate.gate)
@@ -22,7 +23,10 @@ ns.add_task(delivery.deliveries)
 ns.add_task(report.report)
 ns.add_task(health)
 ns.add_task(diagnose)
+ns.add_task(profile)
 ns.add_collection(rp.rp)
+ns.add_collection(history.history)
 ns.add_collection(schedule)
+ns.add_collection(alert.alert)
 # Cron and CI have no terminal; and stdin mirroring breaks under pytest capture.
 ns.configure({"run": {"in_stream": False}})
