@@ -64,3 +64,26 @@ def time_command(
 def median(values: Sequence[float]) -> float:
     """Median of ``values`` (kept here so callers need not import statistics)."""
     return statistics.median(values)
+
+
+def interleaved(
+    commands: dict[str, Sequence[str | os.PathLike[str]]],
+    cwd: Path,
+    rounds: int,
+    env: dict[str, str] | None = None,
+) -> dict[str, list[float]]:
+    """One warm-up of each command, then ``rounds`` rounds; wall times per label.
+
+    The order flips every round so slow drift (thermal, caches) hits every side alike.
+    Raises CommandFailed as ``time_command`` does.
+    """
+    env = env if env is not None else bench_env()
+    times: dict[str, list[float]] = {label: [] for label in commands}
+    for label, cmd in commands.items():
+        print(f"warm-up {label}: {time_command(cmd, cwd, env):.3f}s", flush=True)
+    for round_no in range(rounds):
+        order = list(commands) if round_no % 2 == 0 else list(reversed(commands))
+        for label in order:
+            times[label].append(time_command(commands[label], cwd, env))
+            print(f"round {round_no + 1}/{rounds} {label}: {times[label][-1]:.3f}s", flush=True)
+    return times

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _timing import REPO_ROOT, CommandFailed, bench_env, median, time_command, venv_bin
+from _timing import REPO_ROOT, CommandFailed, interleaved, median, venv_bin
 
 TARGET = 1.5
 
@@ -37,17 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"note: {testviper} not installed; skipping testviper --list")
 
-    env = bench_env()
-    times: dict[str, list[float]] = {label: [] for label in commands}
     try:
-        for label, cmd in commands.items():
-            print(f"warm-up {label}: {time_command(cmd, REPO_ROOT, env) * 1000:.0f}ms")
-        for run in range(args.runs):
-            # Interleave so background noise spreads evenly over all commands.
-            for label, cmd in commands.items():
-                times[label].append(time_command(cmd, REPO_ROOT, env))
-            line = " ".join(f"{label}={times[label][-1] * 1000:.0f}ms" for label in commands)
-            print(f"run {run + 1}/{args.runs} {line}", flush=True)
+        times = interleaved(commands, REPO_ROOT, args.runs)
     except CommandFailed as exc:
         print(f"ERROR {exc}", file=sys.stderr)
         print("RESULT list_vs_import ERROR (a command failed, see above)")

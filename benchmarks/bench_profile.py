@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _timing import CommandFailed, bench_env, median, time_command, venv_bin
+from _timing import CommandFailed, interleaved, median, venv_bin
 from gen_suite import generate_suite
 
 TARGET = 1.02
@@ -46,16 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         generate_suite(suite, args.modules, args.tests_per_module)
         print(f"generated {args.modules * args.tests_per_module} tests in {suite}", flush=True)
-        env = bench_env()
         try:
-            for label, cmd in commands.items():
-                print(f"warm-up {label}: {time_command(cmd, suite, env):.2f}s", flush=True)
-            for round_no in range(args.rounds):
-                order = list(commands) if round_no % 2 == 0 else list(reversed(commands))
-                for label in order:
-                    elapsed = time_command(commands[label], suite, env)
-                    times[label].append(elapsed)
-                    print(f"round {round_no + 1}/{args.rounds} {label}: {elapsed:.2f}s", flush=True)
+            times.update(interleaved(commands, suite, args.rounds))
         except CommandFailed as exc:
             print(f"ERROR {exc}", file=sys.stderr)
             print("RESULT profile_vs_run ERROR (a command failed, see above)")

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _timing import REPO_ROOT, CommandFailed, bench_env, median, time_command, venv_bin
+from _timing import REPO_ROOT, CommandFailed, interleaved, median, venv_bin
 from gen_suite import generate_suite
 
 TARGET = 1.05
@@ -59,19 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, cmd in commands.items():
             print(f"{label}: {' '.join(cmd)}", flush=True)
 
-        env = bench_env()
-        times: dict[str, list[float]] = {label: [] for label in commands}
         try:
-            for label, cmd in commands.items():
-                elapsed = time_command(cmd, suite, env)
-                print(f"warm-up {label}: {elapsed:.2f}s", flush=True)
-            for round_no in range(args.rounds):
-                # Swap the order each round so slow drift (thermal, caches) hits both sides.
-                order = list(commands) if round_no % 2 == 0 else list(reversed(commands))
-                for label in order:
-                    elapsed = time_command(commands[label], suite, env)
-                    times[label].append(elapsed)
-                    print(f"round {round_no + 1}/{args.rounds} {label}: {elapsed:.2f}s", flush=True)
+            times = interleaved(commands, suite, args.rounds)
         except CommandFailed as exc:
             print(f"ERROR {exc}", file=sys.stderr)
             print("RESULT run_vs_pytest ERROR (a command failed, see above)")
