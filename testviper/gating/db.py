@@ -14,6 +14,7 @@ from typing import Any
 
 from testviper.config import Settings
 from testviper.errors import UserError
+from testviper.history.records import only_run
 
 NEEDED_SCHEMA = 2  # the version of testviper/history/schema.py these queries are written for
 
@@ -109,8 +110,4 @@ class Reader:
                 "SELECT * FROM runs WHERE id LIKE :p ESCAPE '\\' ORDER BY id LIMIT 2",
                 p=escaped + "%",
             )
-        if not rows:
-            raise UserError(f"no run matches '{id_prefix}'; `inv runs` lists the recent ones")
-        if len(rows) > 1:
-            raise UserError(f"'{id_prefix}' matches several runs; give more characters of the id")
-        return rows[0]
+        return only_run(rows, id_prefix)

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from testviper.coverage_data import Counts, FileCoverage
+from testviper.errors import UserError
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 
@@ -50,3 +51,12 @@ class RunRecord:
         for test in self.tests:
             tally[test.outcome] += 1
         return tally
+
+
+def only_run(rows: list[Any], id_prefix: str) -> Any:
+    """The one run that matched ``id_prefix`` (at most two rows are fetched to tell)."""
+    if not rows:
+        raise UserError(f"no run matches '{id_prefix}'; `inv runs` lists the recent ones")
+    if len(rows) > 1:
+        raise UserError(f"'{id_prefix}' matches several runs; give more characters of the id")
+    return rows[0]

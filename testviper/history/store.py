@@ -17,7 +17,7 @@ from testviper.coverage_data import to_ranges
 from testviper.errors import UserError
 from testviper.history import schema
 from testviper.history.migrations import migrate
-from testviper.history.records import RunRecord
+from testviper.history.records import RunRecord, only_run
 
 
 @dataclass
@@ -196,12 +196,7 @@ def find_run(history: History, id_prefix: str) -> sa.Row:
     else:
         query = sa.select(runs).where(runs.c.id.startswith(id_prefix, autoescape=True)).limit(2)
     with history.engine.connect() as conn:
-        rows = list(conn.execute(query))
-    if not rows:
-        raise UserError(f"no run matches '{id_prefix}'; `inv runs` lists the recent ones")
-    if len(rows) > 1:
-        raise UserError(f"'{id_prefix}' matches several runs; give more characters of the id")
-    return rows[0]
+        return only_run(list(conn.execute(query)), id_prefix)
 
 
 def run_details(history: History, run_id: str) -> tuple[list[sa.Row], list[sa.Row]]:
