@@ -22,6 +22,8 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -690,6 +692,55 @@ def verify_units(units: dict[str, str], directory: Path) -> subprocess.Completed
 
 
 # ---------------------------------------------------------------- install / uninstall
+
+
+def check_renderings(entries: list[Entry], target: Target) -> Iterator[tuple[str, bool]]:
+    """Prove the renderings agree: yields (line, ok) for each entry, the units, the crontab.
+
+    Each entry's next 8 cron fire times must equal ``systemd-analyze calendar``'s for its
+    OnCalendar; the units must pass ``systemd-analyze verify`` with nothing on stderr; the
+    crontab must pass ``crontab -n`` where Debian's cron is installed.
+    """
+    base = now_utc()
+    for entry in entries:
+        result = compare(entry, base)
+        if result.ok:
+            yield f"{entry.name}: ok  {entry.cron!r} = OnCalendar={entry.on_calendar!r}", True
+            continue
+        lines = [f"{entry.name}: DIFFERENT  {entry.cron!r} vs OnCalendar={entry.on_calendar!r}"]
+        for a, b in zip(result.cron, result.systemd, strict=False):
+            mark = "  " if a == b else "!="
+            lines.append(f"    cron {a:%Y-%m-%d %H:%M %Z}  {mark}  systemd {b:%Y-%m-%d %H:%M %Z}")
+        yield "\n".join(lines), False
+    units = render_units(entries, target, system=True)
+    with tempfile.TemporaryDirectory(prefix="testviper-units-") as tmp:
+        done = verify_units(units, Path(tmp))
+    if done.returncode == 0 and not done.stderr.strip():
+        yield f"systemd-analyze verify: ok ({len(units)} units)", True
+    else:
+        yield (
+            f"systemd-analyze verify: FAILED (exit {done.returncode})\n{done.stderr.rstrip()}",
+            False,
+        )
+    try:
+        text = render_cron(entries, target)
+    except UserError as exc:
+        yield f"crontab: not checked ({exc})", True
+        return
+    crontab = shutil.which("crontab")
+    if crontab is None:
+        yield "crontab -n: skipped (Debian's cron is not installed)", True
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".crontab") as handle:
+        handle.write(text)
+        handle.flush()
+        done = subprocess.run(
+            [crontab, "-n", handle.name], capture_output=True, text=True, check=False
+        )
+    if done.returncode == 0:
+        yield "crontab -n: ok", True
+    else:
+        yield f"crontab -n: FAILED {(done.stderr or done.stdout).strip()}", False
 
 
 def replace_block(crontab: str, block: str) -> str:

@@ -8,7 +8,6 @@ from testviper.tasks.common import CONFIG_HELP, settings, user_errors
 SCHEDULES_HELP = "the schedules file (default: ops/schedules.yaml next to the config)"
 FORMAT_HELP = "cron (a crontab block or /etc/cron.d file) or systemd (a service + timer per entry)"
 RUN_AS_HELP = "user the system jobs run as (default: $SUDO_USER, else the current user)"
-NO_SYSTEMCTL_ENV = "TESTVIPER_NO_SYSTEMCTL"  # help text; ops.schedule_install reads it
 
 
 def _load(config: str | None, schedules: str | None, example: bool = False) -> tuple:
@@ -110,58 +109,15 @@ def check(c: Context, config: str | None = None, schedules: str | None = None) -
     crontab is checked with `crontab -n` when Debian's cron is installed. Exit 1 on a
     difference.
     """
-    import shutil
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
     from invoke.exceptions import Exit
 
-    from testviper.errors import UserError
     from testviper.ops import schedules as sched
 
     entries, target = _load(config, schedules)
-    base = sched.now_utc()
     failed = 0
-    for entry in entries:
-        result = sched.compare(entry, base)
-        if result.ok:
-            print(f"{entry.name}: ok  {entry.cron!r} = OnCalendar={entry.on_calendar!r}")
-        else:
-            failed += 1
-            print(f"{entry.name}: DIFFERENT  {entry.cron!r} vs OnCalendar={entry.on_calendar!r}")
-            for a, b in zip(result.cron, result.systemd, strict=False):
-                mark = "  " if a == b else "!="
-                print(f"    cron {a:%Y-%m-%d %H:%M %Z}  {mark}  systemd {b:%Y-%m-%d %H:%M %Z}")
-    units = sched.render_units(entries, target, system=True)
-    with tempfile.TemporaryDirectory(prefix="testviper-units-") as tmp:
-        done = sched.verify_units(units, Path(tmp))
-    if done.returncode == 0 and not done.stderr.strip():
-        print(f"systemd-analyze verify: ok ({len(units)} units)")
-    else:
-        failed += 1
-        print(f"systemd-analyze verify: FAILED (exit {done.returncode})")
-        print(done.stderr.rstrip())
-    crontab = shutil.which("crontab")
-    try:
-        text = sched.render_cron(entries, target)
-    except UserError as exc:
-        print(f"crontab: not checked ({exc})")
-        text = None
-    if text is not None and crontab is None:
-        print("crontab -n: skipped (Debian's cron is not installed)")
-    elif text is not None:
-        with tempfile.NamedTemporaryFile("w", suffix=".crontab") as handle:
-            handle.write(text)
-            handle.flush()
-            done = subprocess.run(
-                [crontab, "-n", handle.name], capture_output=True, text=True, check=False
-            )
-        if done.returncode == 0:
-            print("crontab -n: ok")
-        else:
-            failed += 1
-            print(f"crontab -n: FAILED {(done.stderr or done.stdout).strip()}")
+    for line, ok in sched.check_renderings(entries, target):
+        print(line, flush=True)
+        failed += not ok
     if failed:
         raise Exit(f"testviper: schedule check: {failed} problem(s)", code=1)
 
@@ -199,7 +155,7 @@ INSTALL_HELP = {
     "dry_run": "print what would change; change nothing",
     "unit_dir": "directory for the unit files (default by --user/--system)",
     "cron_dir": "directory for the system crontab file (default /etc/cron.d)",
-    "no_systemctl": f"do not call systemctl (also: {NO_SYSTEMCTL_ENV}=1)",
+    "no_systemctl": "do not call systemctl (also: TESTVIPER_NO_SYSTEMCTL=1)",
     "run_as": RUN_AS_HELP,
 }
 
