@@ -47,6 +47,10 @@ TASKS = {
     "rp.check",
     "rp.launches",
     "rp.cleanup",
+    "daily",
+    "weekly",
+    "monthly",
+    "ci-status",
 }
 
 

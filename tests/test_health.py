@@ -149,7 +149,8 @@ def test_schedule_expected_warns_until_installed(healthy: Path, tmp_path: Path) 
 
 
 def test_reportportal_states(healthy: Path, rp: RPServer) -> None:
-    """Slow answer: WARNING; wrong key, missing project, server down: CRITICAL with a fix."""
+    """Slow answer or server down: WARNING (runs wait in the outbox); wrong key, missing
+    project, key not set: CRITICAL with a fix."""
     configure(healthy, health={"max_latency_ms": 150})
     rp.set_latency(0.2, match="settings")
     done = run(healthy, "health")
@@ -172,13 +173,13 @@ def test_reportportal_states(healthy: Path, rp: RPServer) -> None:
 
     rp.stop()
     done = run(healthy, "health")
-    assert done.returncode == 2, done.stdout
-    assert done.stdout.startswith("TESTVIPER CRITICAL - rp:main: ")
-    assert "unreachable" in done.stdout
+    assert done.returncode == 1, done.stdout
+    assert done.stdout.startswith("TESTVIPER WARNING - rp:main: ")
+    assert "unreachable" in done.stdout and "wait in the outbox" in done.stdout
 
 
 def test_hanging_instance_is_bounded_by_its_timeout(healthy: Path, rp: RPServer) -> None:
-    """An instance that accepts TCP but never answers: CRITICAL within timeout (2 s) + 1 s.
+    """An instance that accepts TCP but never answers: WARNING within timeout (2 s) + 1 s.
 
     Measured inside the process (the checks) and from outside, where the time a normal
     run takes (interpreter start-up, imports) on this machine right now is subtracted.
@@ -191,8 +192,9 @@ def test_hanging_instance_is_bounded_by_its_timeout(healthy: Path, rp: RPServer)
     done = run(healthy, "health", "--json")
     elapsed = time.monotonic() - started
     data = as_json(done)
-    assert done.returncode == 2, done.stdout
+    assert done.returncode == 1, done.stdout
     main = next(c for c in data["checks"] if c["name"] == "rp:main")
+    assert main["state"] == "WARNING"
     assert "not answering" in main["summary"] and "within 2 s" in main["summary"]
     assert data["duration_s"] < 3.0, data["duration_s"]
     assert elapsed - baseline < 3.0, (elapsed, baseline)

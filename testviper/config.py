@@ -337,6 +337,98 @@ class AlertsSection(Section):
         return value
 
 
+# The steps each routine knows, in their default order; ops/routines.py maps each name
+# to its function (a test keeps the two in step). A config may run fewer, in any order.
+ROUTINE_STEPS: dict[str, tuple[str, ...]] = {
+    "daily": ("health", "sync", "gate", "ci", "digest", "reports"),
+    "weekly": ("digest", "trends", "flaky", "slow", "config"),
+    "monthly": ("digest", "suggestions", "durations", "outdated", "audit"),
+}
+
+
+class RoutinesSection(Section):
+    """`inv daily` / `weekly` / `monthly`: which steps each routine runs, in order."""
+
+    daily: list[str] = list(ROUTINE_STEPS["daily"])
+    weekly: list[str] = list(ROUTINE_STEPS["weekly"])
+    monthly: list[str] = list(ROUTINE_STEPS["monthly"])
+    # `pip list --outdated` and pip-audit ask the package index: bounded, as cron needs.
+    dependency_timeout: float = Field(300.0, gt=0)
+
+    @field_validator("daily", "weekly", "monthly")
+    @classmethod
+    def _steps(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        routine = str(info.field_name)
+        known = ROUTINE_STEPS[routine]
+        if not value:
+            raise ValueError(f"give at least one step ({', '.join(known)})")
+        for i, step in enumerate(value):
+            if step not in known:
+                close = difflib.get_close_matches(str(step), known, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ValueError(
+                    f"item {i + 1}: '{step}' is not a {routine} step; {hint}"
+                    f"(known: {', '.join(known)})"
+                )
+        dupes = sorted({s for s in value if value.count(s) > 1})
+        if dupes:
+            raise ValueError(f"a step is listed twice: {', '.join(dupes)}")
+        return value
+
+
+GITHUB_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+class GitHubSection(Section):
+    """`inv ci-status` and the daily ci step: the runs of one GitHub Actions workflow."""
+
+    repository: str | None = None  # owner/name; default $GITHUB_REPOSITORY
+    workflow: str | None = None  # the workflow's file name (ci.yml) or numeric id
+    branch: str | None = None  # only runs of this branch (default: every branch)
+    api_url: str = "https://api.github.com"  # GitHub Enterprise: https://HOST/api/v3
+    token_env: str = "GITHUB_TOKEN"
+    timeout: float = Field(10.0, gt=0)
+    limit: int = Field(10, ge=1, le=100)  # one page of the API: at most 100
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is not None and not GITHUB_REPOSITORY.match(value):
+            raise ValueError(f"'{value}' is not owner/name (like octo-org/octo-repo)")
+        return value
+
+    @field_validator("workflow")
+    @classmethod
+    def _workflow(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "/" in value):
+            raise ValueError(
+                f"'{value}' is not a workflow file name (like ci.yml, without .github/workflows/) "
+                "or a numeric id"
+            )
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"'{value}' is not an http(s) URL")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError(
+                "http:// is only allowed for loopback; use https:// so the token is encrypted"
+            )
+        return value.rstrip("/")
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, value: str) -> str:
+        if not ENV_NAME.match(value):
+            raise ValueError(
+                "must name an environment variable (like GITHUB_TOKEN), not hold the token itself"
+            )
+        return value
+
+
 class Config(Section):
     project: ProjectSection = ProjectSection()
     paths: PathsSection = PathsSection()
@@ -350,6 +442,8 @@ class Config(Section):
     reports: ReportsSection = ReportsSection()
     health: HealthSection = HealthSection()
     alerts: AlertsSection = AlertsSection()
+    routines: RoutinesSection = RoutinesSection()
+    github: GitHubSection = GitHubSection()
 
 
 @dataclass

@@ -215,10 +215,13 @@ def instance_check(
         details.append(f"latency {latency:.0f} ms")
     error = f" ({result.error})" if result.error else ""
     if not result.reachable:
+        # WARNING, not CRITICAL: nothing is lost, its runs wait in the outbox, and the
+        # outbox check turns CRITICAL once they have waited outbox_critical_hours.
         return Check(
             name,
-            CRITICAL,
-            f"{where} {'not answering' if 'no answer' in error else 'unreachable'}{error}",
+            WARNING,
+            f"{where} {'not answering' if 'no answer' in error else 'unreachable'}{error}; "
+            "its runs wait in the outbox for the next sync",
             details,
             fix=f"check that {where} is up and reachable from this host (`inv diagnose` traces it)",
             perfdata=data,

@@ -11,6 +11,7 @@ from testviper.tasks.config import config
 from testviper.tasks.health import diagnose, health
 from testviper.tasks.keys import rotate_keys
 from testviper.tasks.profile import profile
+from testviper.tasks.routines import ci_status, daily, monthly, weekly
 from testviper.tasks.schedule import schedule
 
 ns = Collection(runs.run_, runs.runs, config, gate.gate)
@@ -24,6 +25,10 @@ ns.add_task(report.report)
 ns.add_task(health)
 ns.add_task(diagnose)
 ns.add_task(profile)
+ns.add_task(daily)
+ns.add_task(weekly)
+ns.add_task(monthly)
+ns.add_task(ci_status)
 ns.add_collection(rp.rp)
 ns.add_collection(history.history)
 ns.add_collection(schedule)
