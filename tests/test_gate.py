@@ -116,6 +116,7 @@ def store(
     branch: str | None = "main",
     commit: str | None = "c0ffee",
     dirty: bool = False,
+    reruns: dict[str, int] | None = None,
 ) -> str:
     """Save one run in the project's history (the real store); return its id."""
     _clock[0] += timedelta(minutes=1)
@@ -123,7 +124,15 @@ def store(
     results = []
     for nodeid, spec in (tests or {}).items():
         outcome, duration = spec if isinstance(spec, tuple) else (spec, 0.01)
-        results.append(TestResult(nodeid=nodeid, outcome=outcome, phase="call", duration=duration))
+        results.append(
+            TestResult(
+                nodeid=nodeid,
+                outcome=outcome,
+                phase="call",
+                duration=duration,
+                reruns=(reruns or {}).get(nodeid, 0),
+            )
+        )
     record = RunRecord(
         id=run_id,
         project="calc",
@@ -392,6 +401,101 @@ def test_flaky_same_commit_pass_and_fail(repo: Path) -> None:
     assert "both passed and failed on commit ccc" in flaky[0].message
     s = configure(repo, "gate:\n  tests: {flaky: fail, fail_on_failures: false}\n")
     assert gate(s).exit_code == 1
+
+
+def test_flaky_passed_on_rerun(repo: Path, tmp_path: Path) -> None:
+    """A test that passed after reruns is flaky by its own run, clean tree or not; one
+    that failed every attempt is a failure, not flaky."""
+    s = configure(repo, "gate:\n  tests: {fail_on_failures: false}\n")
+    data = real(repo)
+    tests = {"t.py::a": "passed", "t.py::b": "failed", "t.py::c": "passed"}
+    current = store(s, data, dirty=True, tests=tests, reruns={"t.py::a": 2, "t.py::b": 2})
+    verdict = gate(s, run=current)
+    flaky = [r for r in verdict.results if r.rule.startswith("tests.flaky")]
+    assert [(r.rule, r.severity, r.file) for r in flaky] == [
+        ("tests.flaky.t.py::a", "warn", "t.py")
+    ]
+    assert flaky[0].message == "flaky: t.py::a passed on rerun (2 reruns) (last 1 runs)"
+    assert "passed on rerun (2 reruns)" in outputs.text(verdict, quiet=True)
+    outputs.write_json(verdict, tmp_path / "gate.json")
+    doc = json.loads((tmp_path / "gate.json").read_text())
+    assert {(r["rule"], r["severity"]) for r in doc["results"]} >= {("tests.flaky.t.py::a", "warn")}
+    assert doc["status"] == "warn"
+
+    # Evidence of both kinds for one test is one result; reruns over several runs count.
+    store(s, data, commit="ddd", tests={"t.py::a": "failed", "t.py::c": "passed"})
+    last = store(s, data, commit="ddd", tests=tests, reruns={"t.py::a": 1})
+    flaky = [r for r in gate(s, run=last).results if r.rule.startswith("tests.flaky")]
+    assert [r.message for r in flaky] == [
+        "flaky: t.py::a both passed and failed on commit ddd; "
+        "passed on rerun (in 2 runs, up to 2 reruns) (last 3 runs)"
+    ]
+    s = configure(repo, "gate:\n  tests: {flaky: fail, fail_on_failures: false}\n")
+    assert gate(s, run=current).exit_code == 1
+    s = configure(repo, "gate:\n  tests: {flaky: 'off', fail_on_failures: false}\n")
+    assert not [r for r in gate(s, run=current).results if r.rule.startswith("tests.flaky")]
+
+
+def test_analytics_flaky_list_is_the_gates_rule(repo: Path) -> None:
+    """Reports list the tests the gate calls flaky, reruns included: one rule."""
+    from testviper.analytics.core import analyse, make_window
+
+    s = configure(repo)
+    store(s, real(repo), dirty=True, tests={"t.py::a": "passed"}, reruns={"t.py::a": 1})
+    analytics = analyse(s, make_window(runs=5))
+    assert [(p.nodeid, p.detail) for p in analytics.flaky] == [
+        ("t.py::a", "flaky: t.py::a passed on rerun (1 rerun) (last 1 runs)")
+    ]
+
+
+def test_sqlalchemy_read_path_gives_the_same_results(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gating.db reads a plain SQLite history with sqlite3 and any other URL through
+    SQLAlchemy. Forced through SQLAlchemy on the same file, the gate (every rule, patch,
+    previous and median baselines, a coverage file) and the analytics say the same."""
+    from testviper.analytics.core import analyse, make_window
+    from testviper.gating import db
+
+    git(repo, "checkout", "-q", "-b", "feature")
+    text = repo / "src" / "calc" / "text.py"
+    text.write_text(text.read_text() + UNCOVERED_FEATURE)
+    git(repo, "commit", "-qam", "feature")
+    measure(repo)
+    s = configure(repo, "gate:\n  tests: {slow: {min_samples: 3}}\n")
+    data = real(repo)
+    for i in range(5):
+        tests = {"t.py::a": ("passed", 1.0), "t.py::b": "passed" if i % 2 else "failed"}
+        store(s, shift(data, "src/calc/arith.py", -(i % 2)), tests=tests, commit="aaa")
+    current = store(
+        s,
+        data,
+        tests={"t.py::a": ("passed", 3.0), "t.py::b": "passed", "t.py::c": "failed"},
+        reruns={"t.py::b": 1},
+        commit="bbb",
+    )
+    options = [
+        {"run": current[:20], "base": "main"},
+        {"baseline": "median", "median_runs": 3},
+        {"coverage": repo / ".cov" / "cov.json", "base": "main"},
+    ]
+    window = make_window(runs=10)
+
+    def results() -> tuple[list[dict], object]:
+        verdicts = [outputs.to_json(gate(s, **o)) for o in options]
+        return verdicts, replace(analyse(s, window), generated_at=datetime(2026, 1, 1))
+
+    direct = results()
+    assert {r["rule"] for r in direct[0][0]["results"]} >= {
+        "patch.coverage",
+        "tests.flaky.t.py::b",
+        "tests.slow.t.py::a",
+        "tests.new_failures",
+    }
+    forced: list[str] = []
+    monkeypatch.setattr(db, "sqlite_file", forced.append)  # None: the SQLAlchemy path
+    assert results() == direct
+    assert forced and all(url.startswith("sqlite:///") for url in forced)
 
 
 def test_slow_test_needs_enough_samples(repo: Path) -> None:
@@ -768,12 +872,11 @@ def test_legacy_import_refuses_unknown_components_and_bad_values(repo: Path) -> 
         import_into_config(s, legacy, write=False)
 
 
-def test_invalid_file_glob_is_a_config_error() -> None:
+def test_invalid_file_glob_is_a_config_error(repo: Path) -> None:
     """A glob coverage.py cannot read is named with the thresholds.files key."""
-    from testviper.gating.thresholds import glob_matcher
-
-    with pytest.raises(UserError, match=r"thresholds\.files: '/r/src/\*\*\*\.py'"):
-        glob_matcher("/r/src/***.py")
+    s = configure(repo, "thresholds:\n  files:\n    'src/***.py': 50\n")
+    with pytest.raises(UserError, match=r"thresholds\.files: '.*/src/\*\*\*\.py': .* '\*\*\*'"):
+        gate(s, coverage=repo / ".cov" / "cov.json")
 
 
 def test_github_annotation_paths_are_relative_to_the_workspace() -> None:

@@ -11,6 +11,20 @@ from conftest import Cli, clean_env, write_files
 pytestmark = pytest.mark.slow
 
 FAILING = {"tests/text/test_more.py": "def test_more():\n    assert 1 == 2\n"}
+# Fails on its first attempt in a project, passes on the second.
+SECOND_TIME = {
+    "tests/text/test_second.py": """
+        from pathlib import Path
+
+        MARK = Path(__file__).with_name("attempted")
+
+
+        def test_second_time():
+            first = not MARK.exists()
+            MARK.touch()
+            assert not first, "first attempt fails"
+    """,
+}
 
 
 def git(root: Path, *args: str) -> None:
@@ -67,6 +81,30 @@ def test_gate_on_real_runs_with_github_outputs(project: Path, cli: Cli) -> None:
         line.startswith(("TestViper gate", "  FAIL", "  WARN"))
         for line in quiet.stdout.splitlines()
     )
+
+
+def test_gate_reports_a_test_that_passed_on_rerun(project: Path, cli: Cli) -> None:
+    """``run -- --reruns 2`` with a test that fails once: the run passes, the gate warns
+    that the test is flaky (text and JSON), and fails with ``gate.tests.flaky: fail``."""
+    write_files(project, SECOND_TIME)
+    done = cli("run", "--", "--reruns", "2", cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 rerun" in done.stdout
+    gate = cli("gate", "--json", "gate.json", cwd=project)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    expected = "flaky: tests/text/test_second.py::test_second_time passed on rerun (1 rerun)"
+    assert f"WARN  {expected}" in gate.stdout
+    doc = json.loads((project / "gate.json").read_text())
+    flaky = [r for r in doc["results"] if r["rule"].startswith("tests.flaky.")]
+    assert [(r["severity"], r["key"], r["file"]) for r in flaky] == [
+        ("warn", "gate.tests.flaky", "tests/text/test_second.py")
+    ]
+    assert flaky[0]["message"].startswith(expected)
+    config = project / "testviper.yaml"
+    config.write_text(config.read_text() + "gate:\n  tests: {flaky: fail}\n")
+    failed = cli("gate", cwd=project)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert f"FAIL  {expected}" in failed.stdout
 
 
 def test_gate_input_errors_exit_2_in_one_line(project: Path, cli: Cli) -> None:

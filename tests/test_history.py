@@ -15,6 +15,7 @@ from testviper.history.store import find_run, list_runs, open_history, save_run
 
 V1_DUMP = Path(__file__).parent / "data" / "history_v1.sql"
 V2_DUMP = Path(__file__).parent / "data" / "history_v2.sql"
+V3_DUMP = Path(__file__).parent / "data" / "history_v3.sql"
 LEGACY_RUN = "019a0000-0000-7000-8000-000000000001"
 
 
@@ -110,6 +111,31 @@ def test_version_2_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
                 old_key="kept",
             )
         )
+
+
+def test_version_3_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
+    """A v3 database (frozen dump) gains tests.reruns, NOT NULL with 0 for its old rows."""
+    db = tmp_path / "h.sqlite"
+    with sqlite3.connect(db) as con:
+        con.executescript(V3_DUMP.read_text())
+    assert version(db) == 3
+    assert "reruns" not in columns(db)["tests"]
+    history = open_history(f"sqlite:///{db}")
+    assert columns(db) == expected_columns()
+    assert version(db) == schema.SCHEMA_VERSION
+    with sqlite3.connect(db) as con:
+        old = con.execute("SELECT nodeid, outcome, reruns FROM tests ORDER BY id").fetchall()
+        notnull = {row[1]: row[3] for row in con.execute("PRAGMA table_info(tests)")}
+    assert old == [("t.py::a", "passed", 0), ("t.py::b", "failed", 0)]
+    assert notnull["reruns"] == 1
+    run = sample_run()
+    run.tests[0].reruns = 2
+    save_run(history, run)
+    with sqlite3.connect(db) as con:
+        stored = con.execute(
+            "SELECT reruns FROM tests WHERE run_id = ? ORDER BY id", (run.id,)
+        ).fetchall()
+    assert stored == [(2,), (0,)]
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

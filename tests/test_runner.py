@@ -522,6 +522,118 @@ def test_module_level_skip_is_recorded(project: Path, cli: Cli) -> None:
     assert (row["passed"], row["skipped"]) == (3, 1)
 
 
+RERUNS = {
+    "tests/test_reruns.py": """
+        from pathlib import Path
+
+        import pytest
+
+
+        def attempt(name):
+            \"\"\"1 on the first call for ``name`` in this project, 2 on the second...\"\"\"
+            path = Path(__file__).with_name(f"attempts_{name}")
+            n = int(path.read_text()) + 1 if path.exists() else 1
+            path.write_text(str(n))
+            return n
+
+
+        @pytest.fixture
+        def setup_fails_once():
+            if attempt("setup") < 2:
+                raise RuntimeError("setup boom")
+
+
+        @pytest.fixture
+        def teardown_fails_once():
+            yield
+            if attempt("teardown") < 2:
+                raise RuntimeError("teardown boom")
+
+
+        def test_second_time():
+            n = attempt("call")
+            print(f"attempt {n}")
+            assert n >= 2, "first attempt fails"
+
+
+        @pytest.mark.flaky(reruns=3)
+        def test_marker_third_time():
+            assert attempt("marker") >= 3
+
+
+        def test_setup_once(setup_fails_once):
+            pass
+
+
+        def test_teardown_once(teardown_fails_once):
+            pass
+
+
+        def test_always_fails():
+            assert False, "every attempt fails"
+
+
+        def test_steady():
+            pass
+    """,
+}
+R = "tests/test_reruns.py::"
+# nodeid -> (outcome, phase, reruns) with `--reruns 2`
+RERUNS_EXPECTED = {
+    R + "test_second_time": ("passed", "call", 1),
+    R + "test_marker_third_time": ("passed", "call", 2),
+    R + "test_setup_once": ("passed", "call", 1),
+    R + "test_teardown_once": ("passed", "call", 1),
+    R + "test_always_fails": ("failed", "call", 2),
+    R + "test_steady": ("passed", "call", 0),
+    "tests/arith/test_arith.py::test_add": ("passed", "call", 0),
+    "tests/arith/test_arith.py::test_div": ("passed", "call", 0),
+    "tests/text/test_text.py::test_shout": ("passed", "call", 0),
+}
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_reruns_are_one_test_with_the_last_attempts_result(
+    project: Path, cli: Cli, xdist: list[str]
+) -> None:
+    """pytest-rerunfailures logs a retried attempt as ``rerun``: the journal still has one
+    ``test`` event per test, with the last attempt's outcome and ``reruns`` counting the
+    earlier ones, whichever phase failed; history stores the same."""
+    write_files(project, RERUNS)
+    done = cli("run", "--", "--reruns", "2", *xdist, cwd=project)
+    assert done.returncode == 1, done.stdout + done.stderr
+    # pytest's own summary counts the passed call of the attempt whose teardown failed as
+    # a pass too (9 passed); TestViper counts tests.
+    assert "1 failed, 9 passed, 7 rerun" in done.stdout
+    assert "tests:    8 passed, 1 failed" in done.stdout
+    run_id = run_id_of(done)
+    row = run_row(project, run_id)
+    events = read_events(Path(row["run_dir"]) / "journal.jsonl")
+    tests = [e for e in events if e["event"] == "test"]
+    assert Counter(e["nodeid"] for e in tests) == Counter(RERUNS_EXPECTED.keys())
+    by_id = {e["nodeid"]: e for e in tests}
+    assert {
+        n: (e["outcome"], e["when"], e.get("reruns", 0)) for n, e in by_id.items()
+    } == RERUNS_EXPECTED
+    assert "reruns" not in by_id[R + "test_steady"]  # left out when there were none
+    starts = Counter(e["nodeid"] for e in events if e["event"] == "test_start")
+    assert starts == Counter({n: r + 1 for n, (_, _, r) in RERUNS_EXPECTED.items()})
+    # The last attempt's result: no failure text left over from the retried ones.
+    for name in ("test_second_time", "test_setup_once", "test_teardown_once"):
+        assert "longrepr" not in by_id[R + name], by_id[R + name]
+    assert "every attempt fails" in by_id[R + "test_always_fails"]["longrepr"]
+    assert "attempt 2" in by_id[R + "test_second_time"]["stdout"]
+    first = by_id[R + "test_marker_third_time"]
+    assert first["stop"] - first["start"] >= first["duration"]  # spans all attempts
+
+    stored = stored_tests(project, run_id)
+    assert {n: (t["outcome"], t["phase"], t["reruns"]) for n, t in stored.items()} == (
+        RERUNS_EXPECTED
+    )
+    outcomes = {n: (o, p) for n, (o, p, _) in RERUNS_EXPECTED.items()}
+    assert {k: row[k] for k in expected_counts(outcomes)} == expected_counts(outcomes)
+
+
 # ---------------------------------------------------------------- 2. kill -9
 
 

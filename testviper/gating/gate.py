@@ -38,12 +38,14 @@ def _current_git(root: Path) -> tuple[str | None, str | None]:
 
     from testviper.gating.patch import _git
 
-    branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD")
-    commit = _git(root, "rev-parse", "HEAD")
-    name = branch.stdout.strip() if branch.returncode == 0 else None
+    # One process: the commit, then (--abbrev-ref applies to what follows) the branch.
+    found = _git(root, "rev-parse", "HEAD", "--abbrev-ref", "HEAD")
+    if found.returncode != 0:  # outside git, or no commit yet
+        return None, None
+    commit, name = found.stdout.split()[:2]
     if name == "HEAD":  # detached, as in most CI checkouts
         name = os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME") or None
-    return name, commit.stdout.strip() if commit.returncode == 0 else None
+    return name, commit
 
 
 def load_subject(settings: Settings, db: Reader, opts: GateOptions) -> Subject:

@@ -1,7 +1,9 @@
 """Test health: failures, new failures against the baseline, flaky and slower tests.
 
-- flaky: the same test both passed and failed (or errored) on the same git commit, in
-  runs from a clean work tree, within the last ``flaky_window`` runs of the project;
+- flaky: within the last ``flaky_window`` runs of the project, the same test both
+  passed and failed (or errored) on the same git commit, in runs from a clean work tree,
+  or it passed on rerun (pytest-rerunfailures): a failed attempt and a passing one on
+  the same code, whatever the state of the work tree;
 - slow: a test slower than the median of its prior passing durations by both
   ``factor`` and ``floor`` seconds, judged only with at least ``min_samples`` samples.
 """
@@ -104,21 +106,10 @@ def _window(conn: Any, settings: Settings, before: str | None, size: int) -> lis
     )
 
 
-def flaky(settings: Settings, conn: Any, current_id: str | None) -> list[RuleResult]:
-    level = settings.config.gate.tests.flaky
-    if level == "off":
-        return []
-    window = _window(conn, settings, current_id, settings.config.gate.tests.flaky_window)
-    commit_of = {r.id: r.git_commit for r in window if r.git_commit and not r.git_dirty}
+def _same_commit(conn: Any, commit_of: dict[str, str]) -> dict[str, str]:
+    """Tests that both passed and failed on one commit, with the commits it happened on."""
     if not commit_of:
-        return [
-            RuleResult(
-                "tests.flaky",
-                "gate.tests.flaky",
-                "info",
-                "flaky tests: no runs from a clean git commit in the window; not judged",
-            )
-        ]
+        return {}
     params: dict[str, Any] = {}
     # Grouped in the database: a window of runs can hold hundreds of thousands of tests.
     query = (
@@ -128,9 +119,57 @@ def flaky(settings: Settings, conn: Any, current_id: str | None) -> list[RuleRes
         + " GROUP BY t.nodeid, r.git_commit"
         " HAVING SUM(CASE WHEN t.outcome = 'passed' THEN 1 ELSE 0 END) > 0"
         " AND SUM(CASE WHEN t.outcome IN ('failed', 'error') THEN 1 ELSE 0 END) > 0"
+        " ORDER BY t.nodeid, r.git_commit"
     )
-    flaky_tests = sorted((row.nodeid, row.git_commit) for row in conn.rows(query, **params))
-    if not flaky_tests:
+    commits: dict[str, list[str]] = defaultdict(list)
+    for row in conn.rows(query, **params):
+        commits[row.nodeid].append(row.git_commit[:10])
+    return {
+        nodeid: f"both passed and failed on commit{'s' if len(found) > 1 else ''} "
+        + ", ".join(found)
+        for nodeid, found in commits.items()
+    }
+
+
+def _passed_on_rerun(conn: Any, run_ids: list[str]) -> dict[str, str]:
+    """Tests whose last attempt passed after failed ones (pytest-rerunfailures)."""
+    params: dict[str, Any] = {}
+    query = (
+        "SELECT nodeid, COUNT(*) AS runs, MAX(reruns) AS reruns FROM tests "
+        "WHERE outcome = 'passed' AND reruns > 0 AND run_id IN "
+        + in_list("r", run_ids, params)
+        + " GROUP BY nodeid"
+    )
+    found = {}
+    for row in conn.rows(query, **params):
+        count = f"{row.reruns} rerun" + ("s" if row.reruns > 1 else "")
+        found[row.nodeid] = "passed on rerun (" + (
+            f"in {row.runs} runs, up to {count})" if row.runs > 1 else f"{count})"
+        )
+    return found
+
+
+def flaky(settings: Settings, conn: Any, current_id: str | None) -> list[RuleResult]:
+    level = settings.config.gate.tests.flaky
+    if level == "off":
+        return []
+    window = _window(conn, settings, current_id, settings.config.gate.tests.flaky_window)
+    commit_of = {r.id: r.git_commit for r in window if r.git_commit and not r.git_dirty}
+    reasons: dict[str, list[str]] = defaultdict(list)
+    for found in (_same_commit(conn, commit_of), _passed_on_rerun(conn, [r.id for r in window])):
+        for nodeid, why in found.items():
+            reasons[nodeid].append(why)
+    if not reasons and not commit_of:
+        return [
+            RuleResult(
+                "tests.flaky",
+                "gate.tests.flaky",
+                "info",
+                f"no test passed on rerun in the last {len(window)} runs; none of them is "
+                "from a clean git commit, so passing and failing on one commit was not judged",
+            )
+        ]
+    if not reasons:
         return [
             RuleResult(
                 "tests.flaky",
@@ -140,20 +179,17 @@ def flaky(settings: Settings, conn: Any, current_id: str | None) -> list[RuleRes
                 f"({len(set(commit_of.values()))} clean commits)",
             )
         ]
-    results = []
-    for nodeid, commit in flaky_tests:
-        results.append(
-            RuleResult(
-                f"tests.flaky.{nodeid}",
-                "gate.tests.flaky",
-                level,
-                f"flaky: {nodeid} both passed and failed on commit {commit[:10]} "
-                f"(last {len(window)} runs)",
-                file=_file_of(nodeid),
-                priority=45,
-            )
+    return [
+        RuleResult(
+            f"tests.flaky.{nodeid}",
+            "gate.tests.flaky",
+            level,
+            f"flaky: {nodeid} {'; '.join(why)} (last {len(window)} runs)",
+            file=_file_of(nodeid),
+            priority=45,
         )
-    return results
+        for nodeid, why in sorted(reasons.items())
+    ]
 
 
 def slow(

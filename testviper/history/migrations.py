@@ -14,15 +14,17 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateColumn
 
 from testviper.errors import UserError
 from testviper.history import schema
 
 
 def _add_column(conn: Connection, table: sa.Table, name: str) -> None:
-    column = table.c[name]
-    ddl = column.type.compile(dialect=conn.dialect)
-    conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}"))
+    # The column's full DDL (type, NOT NULL, server default): existing rows take the
+    # default, so the migrated column is the same as one made by create_all.
+    ddl = CreateColumn(table.c[name]).compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
 
 
 def _v1_to_v2(conn: Connection) -> None:
@@ -37,8 +39,13 @@ def _v2_to_v3(conn: Connection) -> None:
     schema.key_rotations.create(conn)
 
 
+def _v3_to_v4(conn: Connection) -> None:
+    """Reruns per test (pytest-rerunfailures); earlier rows had none: 0."""
+    _add_column(conn, schema.tests, "reruns")
+
+
 # STEPS[v] turns version v into version v + 1.
-STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def current_version(conn: Connection) -> int | None:

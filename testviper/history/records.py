@@ -25,6 +25,7 @@ class TestResult:
     markers: list[str] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
     worker: str | None = None
+    reruns: int = 0  # earlier attempts (pytest-rerunfailures); the fields are the last's
 
 
 @dataclass

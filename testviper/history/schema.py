@@ -7,7 +7,7 @@ Types are portable SQLAlchemy types, so ``history.url`` may name PostgreSQL.
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -69,6 +69,9 @@ tests = sa.Table(
     sa.Column("markers", sa.JSON),
     sa.Column("params", sa.JSON),
     sa.Column("worker", sa.String(20)),
+    # Earlier attempts of a test that pytest-rerunfailures retried; the row holds the
+    # last attempt, so a passed test with reruns is flaky by its own run's evidence.
+    sa.Column("reruns", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Index("ix_tests_run_id", "run_id"),
     sa.Index("ix_tests_nodeid", "nodeid"),
 )

@@ -65,4 +65,5 @@ def _test(event: dict[str, Any]) -> TestResult:
         markers=list(event.get("markers") or []),
         params=dict(event.get("params") or {}),
         worker=event.get("worker"),
+        reruns=int(event.get("reruns") or 0),
     )

@@ -12,12 +12,20 @@ Events:
   test_start     nodeid, time
   test           nodeid, outcome, when, duration, start, stop, worker, location, and
                  when present: longrepr, log, stdout, stderr, markers, marker_values,
-                 params
+                 params, reruns
   session_finish exitstatus, time
 
 ``outcome`` is one of passed, failed, error (setup/teardown/collection), skipped,
 xfailed, xpassed. This module imports only the standard library: it runs inside the
 user's test process.
+
+Reruns (pytest-rerunfailures, ``--reruns N`` or ``@pytest.mark.flaky``): a failed attempt
+that will be retried is logged with ``outcome == "rerun"`` (each of its phases that
+failed; its passing phases are logged as usual), and every attempt starts with its own
+``test_start``. A test still writes one ``test`` event: outcome, when, longrepr and
+duration are those of the last attempt (captured output too, which pytest accumulates
+over the attempts), ``start`` is the first attempt's, and ``reruns`` counts the earlier
+attempts (left out when there were none).
 """
 
 import json
@@ -91,6 +99,8 @@ class JournalWriter:
         # pytest cannot lose it, and O_APPEND keeps each line whole.
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.pending: dict[str, dict[str, Any]] = {}
+        # Tests whose current attempt ended in a rerun: their next report starts afresh.
+        self.retrying: set[str] = set()
 
     def write(self, event: dict[str, Any]) -> None:
         if self.fd < 0:
@@ -140,6 +150,14 @@ class JournalWriter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         entry = self.pending.get(report.nodeid)
+        if report.when == "setup" and report.nodeid in self.retrying:
+            # The next attempt begins (its setup always comes first, and the retried
+            # attempt's teardown, if logged, came before): only the last attempt counts.
+            self.retrying.discard(report.nodeid)
+            entry = self.pending[report.nodeid]
+            for key in ("longrepr", "log", "stdout", "stderr"):
+                entry.pop(key, None)
+            entry.update(outcome="passed", when="call", duration=0.0, worker=_worker(report))
         if entry is None:
             entry = self.pending[report.nodeid] = {
                 "event": "test",
@@ -158,6 +176,10 @@ class JournalWriter:
         entry["duration"] += report.duration
         entry["stop"] = report.stop
         outcome = _phase_outcome(report)
+        if report.outcome == "rerun" and report.nodeid not in self.retrying:
+            # Counted once per attempt: a failed call and teardown are both "rerun".
+            self.retrying.add(report.nodeid)
+            entry["reruns"] = entry.get("reruns", 0) + 1
         # The first phase that did not pass decides the test's outcome; a teardown
         # error after a failure keeps "failed", as pytest's own summary does.
         if outcome != "passed" and entry["outcome"] == "passed":
@@ -174,7 +196,7 @@ class JournalWriter:
             ):
                 if text:
                     entry[key] = text
-        if report.when == "teardown":
+        if report.when == "teardown" and report.nodeid not in self.retrying:
             self.write(self.pending.pop(report.nodeid))
 
     @pytest.hookimpl(trylast=True)
@@ -183,6 +205,7 @@ class JournalWriter:
         for entry in self.pending.values():
             self.write(entry)
         self.pending.clear()
+        self.retrying.clear()
         self.write({"event": "session_finish", "exitstatus": int(exitstatus), "time": time.time()})
 
     def pytest_unconfigure(self) -> None:
@@ -191,6 +214,8 @@ class JournalWriter:
 
 
 def _phase_outcome(report: pytest.TestReport) -> str:
+    if report.outcome == "rerun":  # a failure that pytest-rerunfailures retries
+        return "failed" if report.when == "call" else "error"
     if hasattr(report, "wasxfail"):
         return "xfailed" if report.skipped else "xpassed"
     if report.passed:
