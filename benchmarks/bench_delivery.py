@@ -5,7 +5,8 @@ processes, so serving requests does not steal this script's or the runner's CPU 
 than a remote server would steal the client's.
 
 1. On the generated 2,000-test suite (``gen_suite.py``), median of ``--rounds``:
-   ``testviper run`` delivering to 2 instances, ``python -m pytest -q --cov=benchpkg
+   ``testviper run`` delivering to 2 instances after the tests, ``testviper run --live``
+   streaming to them while the tests run, ``python -m pytest -q --cov=benchpkg
    --cov-branch``, and the official agent ``python -m pytest -q --cov=benchpkg
    --cov-branch --reportportal`` to 1 instance (its default synchronous client, directory
    and code hierarchy on, like TestViper's tree). Coverage is on for the agent too: the
@@ -19,8 +20,10 @@ than a remote server would steal the client's.
 3. Peak RSS of the ``testviper sync`` process (psutil samples every 5 ms, and the kernel's
    ``ru_maxrss`` for the process when it is reaped; the larger is reported).
 
-Targets (issue 4): run <= 1.10 x plain pytest and faster than the agent; sync <= 5 s;
-peak RSS of delivery <= 120 MB.
+Targets (issue 4): run <= 1.10 x plain pytest (judged on ``run --live``, the mode meant
+for it; plain ``run`` is reported too) and faster than the agent; sync <= 5 s; peak RSS
+of delivery <= 120 MB. Every figure is printed with the load average, since the machine
+may be shared.
 
 Usage::
 
@@ -132,6 +135,11 @@ class Server:
             )
 
 
+def load() -> str:
+    """The 1-minute load average: the machine is shared, figures need their context."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def run(cmd: list[str], cwd: Path, env: dict[str, str], ok: tuple[int, ...] = (0,)) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode not in ok:
@@ -199,6 +207,7 @@ def bench_run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict
         cov = ["-q", "--cov=benchpkg", "--cov-branch"]
         commands = {
             "testviper_run": [str(venv_bin("testviper")), "run"],
+            "testviper_live": [str(venv_bin("testviper")), "run", "--live"],
             "pytest_cov": [sys.executable, "-m", "pytest", *cov],
             "agent": [
                 *(sys.executable, "-m", "pytest", *cov, "-p", "no:cacheprovider"),
@@ -213,7 +222,7 @@ def bench_run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict
             order = list(commands) if round_no % 2 == 0 else list(reversed(commands))
             for label in order:
                 elapsed, out = timed(commands[label], suite, env)
-                if label == "testviper_run":
+                if label.startswith("testviper"):
                     for i in range(len(servers)):
                         if f"delivered to rp{i}:" not in out:
                             raise Failed(f"testviper run did not deliver to rp{i}:\n{out[-2000:]}")
@@ -222,7 +231,7 @@ def bench_run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict
                 elif label == "agent":
                     agent_server.expect(total)
                 name = "warm-up" if round_no == 0 else f"round {round_no}/{args.rounds}"
-                print(f"{name} {label}: {elapsed:.2f}s", flush=True)
+                print(f"{name} {label}: {elapsed:.2f}s (load {load()})", flush=True)
                 if round_no:
                     times[label].append(elapsed)
     finally:
@@ -267,7 +276,8 @@ def bench_sync(args: argparse.Namespace, work: Path, env: dict[str, str]) -> tup
         rss.append(peak)
         print(
             f"round {round_no + 1}/{args.rounds} sync of {args.journal_tests} tests to 2 "
-            f"instances: {elapsed:.2f}s (sync process CPU {cpu:.2f}s), peak RSS {peak:.0f} MB",
+            f"instances: {elapsed:.2f}s (sync process CPU {cpu:.2f}s), peak RSS {peak:.0f} MB "
+            f"(load {load()})",
             flush=True,
         )
     return median(times), max(rss)
@@ -291,23 +301,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.skip_run:
             med = bench_run(args, work, env)
-            ratio = med["testviper_run"] / med["pytest_cov"]
-            vs_agent = med["testviper_run"] / med["agent"]
+            ratio = med["testviper_live"] / med["pytest_cov"]
+            after = med["testviper_run"] / med["pytest_cov"]
+            vs_agent = med["testviper_live"] / med["agent"]
             run_ok = ratio <= RUN_RATIO and vs_agent < 1
             ok &= run_ok
             print(
-                f"RESULT delivery run_vs_pytest ratio={ratio:.2f} (target <= {RUN_RATIO}) "
-                f"run_vs_agent ratio={vs_agent:.2f} (target < 1.00) "
+                f"RESULT delivery run_live_vs_pytest ratio={ratio:.2f} (target <= {RUN_RATIO}) "
+                f"run_vs_pytest ratio={after:.2f} "
+                f"run_live_vs_agent ratio={vs_agent:.2f} (target < 1.00) "
+                f"testviper_live_median={med['testviper_live']:.2f}s "
                 f"testviper_run_median={med['testviper_run']:.2f}s "
                 f"pytest_cov_median={med['pytest_cov']:.2f}s agent_median={med['agent']:.2f}s "
-                f"{'PASS' if run_ok else 'FAIL'}"
+                f"load={load()} {'PASS' if run_ok else 'FAIL'}"
             )
         sync_time, rss = bench_sync(args, work, env)
         sync_ok, rss_ok = sync_time <= SYNC_SECONDS, rss <= RSS_MB
         ok &= sync_ok and rss_ok
         print(
             f"RESULT delivery sync_seconds={sync_time:.2f} (target <= {SYNC_SECONDS:g}) "
-            f"tests={args.journal_tests} instances=2 {'PASS' if sync_ok else 'FAIL'}"
+            f"tests={args.journal_tests} instances=2 load={load()} "
+            f"{'PASS' if sync_ok else 'FAIL'}"
         )
         print(
             f"RESULT delivery peak_rss_mb={rss:.0f} (target <= {RSS_MB:g}) "

@@ -442,3 +442,21 @@ def test_entry_being_delivered_elsewhere_is_left_alone(
         assert (result.status, rp.count()) == ("busy", 0)
     with RPServer(api_keys=(KEY_A,)) as rp:
         assert deliver_to(stored_run, rp, "busy").ok  # lock released: delivered
+
+
+def test_connection_closed_while_idle_is_replaced() -> None:
+    """A kept-alive connection the server dropped meanwhile (restart, idle timeout) costs
+    no attempt: the request goes out again at once on a new connection."""
+    from testviper.reporter.deliver import Api
+
+    with RPServer(api_keys=(KEY_A,)) as rp:
+        inst = Instance(name="a", endpoint=rp.url, project="proj", retries=0)
+        api = Api(inst, KEY_A, 20, Masker())
+        try:
+            assert "subTypes" in api.call("GET", "/settings", "the settings")
+            rp.stop()  # closes the idle connection the API kept
+            rp.start()
+            assert "subTypes" in api.call("GET", "/settings", "the settings")
+            assert rp.count("settings") == 2
+        finally:
+            api.close()

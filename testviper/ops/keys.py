@@ -89,40 +89,32 @@ def dotenv_path(settings: Settings) -> Path:
 
 
 class Server:
-    """Single authenticated requests to one instance, through the delivery layer's pool."""
+    """Single authenticated requests to one instance, through the delivery layer's Api."""
 
     def __init__(self, instance: Instance, masker: Masker) -> None:
-        import urllib3
-
-        from testviper.reporter.deliver import _pool
-
-        self.urllib3 = urllib3
         self.instance = instance
         self.masker = masker
-        self.pool = _pool(instance, 2)
+        self.apis: dict[str, Any] = {}  # one Api (and its keep-alive connection) per key
 
     def request(self, method: str, path: str, key: str) -> tuple[int, dict[str, Any]]:
         """Status and JSON body; KeyRejected (exit 1) when the server cannot be reached."""
-        from testviper.reporter.deliver import _json
+        from testviper.reporter.deliver import Api, DeliveryError, TransportError, _json
 
-        timeout = self.urllib3.Timeout(connect=self.instance.timeout, read=self.instance.timeout)
+        api = self.apis.get(key)
+        if api is None:
+            api = self.apis[key] = Api(self.instance, key, self.instance.timeout * 4, self.masker)
         try:
-            resp = self.pool.request(
-                method,
-                self.instance.endpoint + path,
-                headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
-                timeout=timeout,
-                retries=False,
-                redirect=False,
-            )
-        except self.urllib3.exceptions.HTTPError as exc:
-            found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
-            reason = found.group(1).strip() if found else type(exc).__name__
+            resp = api.request(method, path, root=True)
+        except (TransportError, DeliveryError) as exc:
             raise KeyRejected(
                 f"cannot reach instance {self.instance.name} at {self.instance.endpoint} "
-                f"({self.masker(reason)}); nothing changed"
+                f"({self.masker(str(exc))}); nothing changed"
             ) from None
         return resp.status, _json(resp.data)
+
+    def close(self) -> None:
+        for api in self.apis.values():
+            api.close()
 
     def message(self, data: dict[str, Any]) -> str:
         return self.masker(" ".join(str(data.get("message") or "").split())[:200])
@@ -454,7 +446,7 @@ def rotate(
                     outcome.notes.append(f"no old key in {path}: nothing to revoke")
             return outcome
     finally:
-        server.pool.clear()
+        server.close()
 
 
 # --------------------------------------------------------------------------- --check

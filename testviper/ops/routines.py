@@ -429,15 +429,23 @@ def step_durations(ctx: Context) -> Outcome:
 
 
 def _pip(ctx: Context, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m pip ARGS`` with this interpreter, bounded by routines.dependency_timeout."""
-    return _python(ctx, "pip", *args, "--disable-pip-version-check")
+    """``python -m pip ARGS`` with this interpreter, bounded by routines.dependency_timeout.
+
+    One retry and a 15 s socket timeout: pip's defaults (5 retries with back-off, per
+    package) turn an unreachable index into many minutes of waiting in a cron job.
+    """
+    return _python(
+        ctx, "pip", *args, "--disable-pip-version-check", "--retries", "1", "--timeout", "15"
+    )
 
 
 def _python(ctx: Context, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m MODULE ARGS``; a timeout comes back as a failed process, not raised."""
     limit = ctx.settings.config.routines.dependency_timeout
+    cmd = [sys.executable, "-m", module, *args]
     try:
         return subprocess.run(
-            [sys.executable, "-m", module, *args],
+            cmd,
             capture_output=True,
             text=True,
             timeout=limit,
@@ -445,9 +453,8 @@ def _python(ctx: Context, module: str, *args: str) -> subprocess.CompletedProces
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
-        raise UserError(
-            f"{module} took longer than routines.dependency_timeout ({limit:g} s)"
-        ) from None
+        why = f"{module} took longer than routines.dependency_timeout ({limit:g} s)"
+        return subprocess.CompletedProcess(cmd, -1, "", why)
 
 
 def _last_line(text: str) -> str:

@@ -7,9 +7,9 @@ and the server's unique UUID columns make duplicates impossible.
 
 The tree follows the official pytest agent with its directory and code hierarchy on:
 one SUITE per directory, module and class, each test a STEP with ``codeRef``,
-``testCaseId``, parameters and markers as attributes. A suite spans the times of its
-tests, so no child starts before its parent: the server would reject that (or, on the
-v2 API, silently drop the item).
+``testCaseId``, parameters and markers as attributes. No child starts before its
+parent and a suite ends with its last test: the server would reject a child starting
+earlier (or, on the v2 API, silently drop it).
 """
 
 import uuid
@@ -84,6 +84,100 @@ def attribute(key: str | None, value: object) -> dict[str, str]:
     return {"key": key, "value": text} if key else {"value": text}
 
 
+class LaunchBuilder:
+    """Builds a launch one journal event at a time, in journal order.
+
+    The post-run delivery feeds it the whole journal, the live stream feeds it each line
+    as pytest writes it: both see the events in the same order, so both build the same
+    items with the same UUIDs and times, and either can finish what the other started.
+    A suite starts with the first of its tests in the journal; a child that started
+    earlier (xdist reports tests in finishing order) is shown starting with its parent,
+    so no child ever starts before its parent, whoever sends it.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        instance: str,
+        name: str,
+        *,
+        description: str = "",
+        attributes: list[dict[str, Any]] | None = None,
+        skipped_is_issue: bool = False,
+    ) -> None:
+        self.run_id, self.instance, self.skipped_is_issue = run_id, instance, skipped_is_issue
+        self.launch = Launch(
+            uuid=derived_uuid(run_id, instance, "launch"),
+            name=name,
+            description=description,
+            attributes=list(attributes or []),
+            start=0.0,
+            end=0.0,
+            items=[],
+        )
+        self.suites: dict[tuple[str, ...], Item] = {}
+        self.seen: dict[str, int] = {}
+        self.timed = False  # launch.start/end hold a real time yet
+
+    def add(self, event: Mapping[str, Any]) -> list[Item]:
+        """Take one journal event; return the items it creates (parents first)."""
+        kind = event.get("event")
+        if kind == "session_start" and isinstance(event.get("time"), int | float):
+            self._widen(float(event["time"]), float(event["time"]))
+            return []
+        if kind != "test":
+            return []
+        new: list[Item] = []
+        path, classes, test_name = split_nodeid(event["nodeid"])
+        parent: Item | None = None
+        ancestors: list[Item] = []
+        for depth in range(1, len(path) + len(classes) + 1):
+            key = (*path, *classes)[:depth]
+            suite = self.suites.get(key)
+            if suite is None:
+                start = max(event["start"], parent.start) if parent else event["start"]
+                suite = Item(
+                    uuid=derived_uuid(self.run_id, self.instance, "suite", *key),
+                    parent_uuid=parent.uuid if parent else None,
+                    type="SUITE",
+                    name=key[-1],
+                    start=start,
+                    end=start,
+                    code_ref="/".join(key[: len(path)])
+                    + (":" + ".".join(key[len(path) :]) if depth > len(path) else ""),
+                )
+                self.suites[key] = suite
+                new.append(suite)
+            ancestors.append(suite)
+            parent = suite
+        # A test reported twice (reruns) gets a distinct item for each attempt.
+        attempt = self.seen[event["nodeid"]] = self.seen.get(event["nodeid"], -1) + 1
+        step = _step(
+            self.run_id,
+            self.instance,
+            event,
+            test_name,
+            classes,
+            path,
+            parent,
+            attempt,
+            self.skipped_is_issue,
+        )
+        new.append(step)
+        for suite in ancestors:
+            suite.end = max(suite.end, step.end)
+        self.launch.items.extend(new)
+        self._widen(new[0].start, step.end)
+        return new
+
+    def _widen(self, start: float, end: float) -> None:
+        """The launch spans the session and every item."""
+        launch = self.launch
+        launch.start = min(launch.start, start) if self.timed else start
+        launch.end = max(launch.end, end) if self.timed else end
+        self.timed = True
+
+
 def build_launch(
     run_id: str,
     instance: str,
@@ -94,55 +188,22 @@ def build_launch(
     attributes: list[dict[str, Any]] | None = None,
     skipped_is_issue: bool = False,
 ) -> Launch:
-    """The launch for one run on one instance, from the journal's ``test`` events.
+    """The launch for one run on one instance, from the journal's events.
 
     ``attributes`` are the launch's (configured ones, coverage, git). Skipped tests get
     no "To Investigate" defect unless ``skipped_is_issue``.
     """
-    tests = [e for e in events if e.get("event") == "test"]
-    suites: dict[tuple[str, ...], Item] = {}
-    items: list[Item] = []
-    seen: dict[str, int] = {}
-    for event in tests:
-        path, classes, test_name = split_nodeid(event["nodeid"])
-        parent: Item | None = None
-        for depth in range(1, len(path) + len(classes) + 1):
-            key = (*path, *classes)[:depth]
-            suite = suites.get(key)
-            if suite is None:
-                suite = Item(
-                    uuid=derived_uuid(run_id, instance, "suite", *key),
-                    parent_uuid=parent.uuid if parent else None,
-                    type="SUITE",
-                    name=key[-1],
-                    start=event["start"],
-                    end=event["stop"],
-                    code_ref="/".join(key[: len(path)])
-                    + (":" + ".".join(key[len(path) :]) if depth > len(path) else ""),
-                )
-                suites[key] = suite
-                items.append(suite)
-            suite.start = min(suite.start, event["start"])
-            suite.end = max(suite.end, event["stop"])
-            parent = suite
-        # A test reported twice (reruns) gets a distinct item for each attempt.
-        attempt = seen[event["nodeid"]] = seen.get(event["nodeid"], -1) + 1
-        items.append(
-            _step(
-                run_id, instance, event, test_name, classes, path, parent, attempt, skipped_is_issue
-            )
-        )
-    start = min((i.start for i in items), default=0.0)
-    end = max((i.end for i in items), default=start)
-    return Launch(
-        uuid=derived_uuid(run_id, instance, "launch"),
-        name=name,
+    builder = LaunchBuilder(
+        run_id,
+        instance,
+        name,
         description=description,
-        attributes=list(attributes or []),
-        start=start,
-        end=end,
-        items=items,
+        attributes=attributes,
+        skipped_is_issue=skipped_is_issue,
     )
+    for event in events:
+        builder.add(event)
+    return builder.launch
 
 
 def split_nodeid(nodeid: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
@@ -183,13 +244,14 @@ def _step(
         if m not in HIDDEN_MARKERS
     ]
     status = STATUS[event["outcome"]]
+    start = max(event["start"], parent.start) if parent else event["start"]
     step = Item(
         uuid=derived_uuid(run_id, instance, "test", nodeid, str(attempt)),
         parent_uuid=parent.uuid if parent else None,
         type="STEP",
         name=test_name,
-        start=event["start"],
-        end=max(event["stop"], event["start"]),
+        start=start,
+        end=max(event["stop"], start),
         code_ref=code_ref,
         test_case_id=test_case_id,
         parameters=[{"key": k, "value": str(v)} for k, v in params.items()],

@@ -14,7 +14,7 @@ A delivered entry's file is removed; history keeps the record.
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,8 @@ class Entry:
     done: set[str] = field(default_factory=set)
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["done"] = sorted(self.done)
-        return json.dumps(data, indent=1)
+        # Not asdict(): it deep-copies the steps, tens of thousands on a large run.
+        return json.dumps({**vars(self), "done": sorted(self.done)}, indent=1)
 
 
 def outbox_dir(state_dir: Path, instance: str | None = None) -> Path:

@@ -1,6 +1,6 @@
 """Ask ReportPortal instances questions: are they usable, what launches do they hold.
 
-Everything goes through ``deliver.Api`` (one urllib3 pool per instance, the key in the
+Everything goes through ``deliver.Api`` (keep-alive connections per instance, the key in the
 Authorization header only, timeouts bounded by a deadline): there is one HTTP layer.
 
 ``check_instance`` answers "can a delivery to this instance work?": ``GET /api/info``
@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from testviper.config import Instance, Settings
 from testviper.errors import UserError
-from testviper.reporter.deliver import Api, DeliveryError, _json
+from testviper.reporter.deliver import Api, DeliveryError, TransportError, _json
 from testviper.reporter.masking import Masker, masker_for
 
 PAGE_SIZE = 100  # launches per listing request
@@ -70,10 +70,6 @@ def instances_named(settings: Settings, names: list[str] | None) -> list[Instanc
     return [configured[n] for n in dict.fromkeys(names)]
 
 
-def _one_line(api: Api, exc: Exception) -> str:
-    return api._short(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
 def check_instance(
     settings: Settings, instance: Instance, timeout: float | None = None
 ) -> InstanceCheck:
@@ -82,8 +78,6 @@ def check_instance(
     Never raises for RP trouble, and finishes within ``timeout`` (default: the instance's)
     plus scheduling slack, however the server behaves.
     """
-    import urllib3
-
     masker = masker_for(settings)
     key = settings.secret(instance.api_key_env) or ""
     limit = timeout if timeout is not None else instance.timeout
@@ -94,11 +88,12 @@ def check_instance(
     try:
         try:
             info = api.request("GET", "/api/info", root=True)
-        except urllib3.exceptions.ReadTimeoutError:
-            check.error = f"no answer from {instance.endpoint} within {limit:g} s"
-            return check
-        except urllib3.exceptions.HTTPError as exc:
-            check.error = f"cannot reach {instance.endpoint}: {_one_line(api, exc)}"
+        except TransportError as exc:
+            check.error = (
+                f"no answer from {instance.endpoint} within {limit:g} s"
+                if exc.timeout and exc.sent
+                else f"cannot reach {instance.endpoint}: {exc.detail}"
+            )
             return check
         except DeliveryError as exc:  # the deadline
             check.error = exc.reason
@@ -117,11 +112,12 @@ def check_instance(
         started = time.perf_counter()
         try:
             resp = api.request("GET", "/settings")
-        except urllib3.exceptions.ReadTimeoutError:
-            check.error = f"no answer from {instance.endpoint} within {limit:g} s"
-            return check
-        except urllib3.exceptions.HTTPError as exc:
-            check.error = f"connection to {instance.endpoint} failed: {_one_line(api, exc)}"
+        except TransportError as exc:
+            check.error = (
+                f"no answer from {instance.endpoint} within {limit:g} s"
+                if exc.timeout and exc.sent
+                else f"connection to {instance.endpoint} failed: {exc.detail}"
+            )
             return check
         except DeliveryError as exc:
             check.error = exc.reason

@@ -203,22 +203,27 @@ Watcher = Callable[[subprocess.Popen[bytes]], Callable[[], None]]
 
 
 def run(
-    settings: Settings, args: Sequence[str], cov: bool = True, watch: Watcher | None = None
+    settings: Settings,
+    args: Sequence[str],
+    cov: bool = True,
+    watch: Watcher | None = None,
+    live: bool = False,
 ) -> tuple[Ingested, int]:
     """``inv run``: pytest once, then ingest. Returns the ingested run and pytest's code.
 
     Whatever fails once pytest has started (history locked, disk full) leaves the run
     directory in place and says how to store it later: results are never thrown away.
-    ``watch`` observes the pytest process while it runs (see ``Watcher``).
+    ``watch`` observes the pytest process while it runs (see ``Watcher``); ``live``
+    streams the journal to the ReportPortal instances meanwhile (``reporter.live``).
     """
     run_dir, meta, proc = _start(settings, args, cov)
-    stop = watch(proc) if watch is not None else None
+    stops = [watch(proc)] if watch is not None else []
 
     def wait() -> int:
         try:
             return _wait(proc)
         finally:
-            if stop is not None:
+            for stop in stops:
                 stop()
 
     try:
@@ -227,6 +232,10 @@ def run(
         # the wall time.
         meta["environment"] = environment.collect(settings.root)
         atomic_write(run_dir / META, json.dumps(meta, indent=2))
+        if live:  # once run.json has the git state the launch starts with
+            from testviper.reporter import live as live_delivery
+
+            stops.append(live_delivery.start(settings, run_dir, meta["run_id"]))
         matchers = component_matchers(settings)
         history = connect(settings)
     except (UserError, OSError) as exc:

@@ -45,6 +45,7 @@ def report(result: "Ingested") -> bool:
         "no_cov": "run without coverage measurement",
         "no_deliver": "skip ReportPortal delivery (local runs; nothing goes to the outbox)",
         "require_delivery": "exit 1 if delivery to any instance fails (default: warn only)",
+        "live": "stream results to ReportPortal while the tests run (reportportal.live: true)",
     },
 )
 @user_errors
@@ -54,6 +55,7 @@ def run_(
     no_cov: bool = False,
     no_deliver: bool = False,
     require_delivery: bool = False,
+    live: bool = False,
 ) -> None:
     """Run pytest once with coverage and store the run: inv run [-- PATHS PYTEST_ARGS].
 
@@ -69,7 +71,8 @@ def run_(
     s = settings(config)
     if not no_deliver:
         delivery.check_keys(s)  # before pytest starts: a missing key must not cost a run
-    result, code = run(s, pytest_args(c), cov=not no_cov)
+    live = (live or s.config.reportportal.live) and not no_deliver
+    result, code = run(s, pytest_args(c), cov=not no_cov, live=live)
     if not report(result) and code == 0:
         code = 2
     if not no_deliver:

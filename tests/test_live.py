@@ -1,0 +1,257 @@
+"""``inv run --live``: results reach ReportPortal while pytest runs, and the post-run
+delivery completes the launch without sending anything twice."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest import BIN, Cli, write_files
+from rp_server import RPServer
+from test_delivery import (
+    KEY_A,
+    KEY_B,
+    MORE_TESTS,
+    assert_complete,
+    configure,
+    delivery_row,
+    env,
+    instance,
+    only_run,
+    outbox_files,
+    state,
+)
+
+from testviper import config as config_module
+from testviper.config import Instance
+from testviper.reporter.deliver import LIVE_START, deliver
+from testviper.reporter.launch import derived_uuid
+
+# test_second holds the session until the test (the outer one) creates the gate file,
+# which it does once the server has test_first: proof that it went out live.
+GATED = {
+    "tests/gate/test_gate.py": """
+        import os
+        import time
+        from pathlib import Path
+
+
+        def test_first():
+            pass
+
+
+        def test_second():
+            gate = Path(os.environ["LIVE_GATE"])
+            deadline = time.monotonic() + 60
+            while not gate.exists():
+                assert time.monotonic() < deadline, "the server never saw test_first"
+                time.sleep(0.02)
+
+
+        def test_third():
+            print("after the gate")
+    """,
+}
+KEYS = {"RP_KEY_A": KEY_A, "RP_KEY_B": KEY_B}
+
+
+def shape(nodes: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """A launch tree without its per-instance UUIDs."""
+    fields = ("name", "type", "status", "codeRef", "testCaseId", "issue")
+    return sorted((*(str(n[f]) for f in fields), *shape(n["children"])) for n in nodes)
+
+
+def leaf_seen(rp: RPServer, name: str) -> bool:
+    """The server has the test ``name`` started and finished."""
+    if not rp.launches:
+        return False
+    return any(leaf.name == name and leaf.finished for leaf in rp.leaves())
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts itself; whatever is still alive is killed at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+def start_run(
+    project: Path, procs: list[subprocess.Popen[bytes]], *args: str, **extra: str
+) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [str(BIN / "testviper"), "run", *args],
+        cwd=project,
+        env=env(**KEYS, LIVE_GATE=str(project / "gate"), **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    procs.append(proc)
+    return proc
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_live_launch_equals_a_post_run_delivery(project: Path, cli: Cli, xdist: list[str]) -> None:
+    """`--live` to a: one complete launch, nothing sent twice, coverage attributes added at
+    the finish; the same run delivered afterwards to b gives the identical tree."""
+    write_files(project, MORE_TESTS)
+    with RPServer(api_keys=(KEY_A,)) as a, RPServer(api_keys=(KEY_B,)) as b:
+        configure(project, instance("a", a, "RP_KEY_A"))
+        done = cli("run", "--live", "--", *xdist, cwd=project, env=env(**KEYS))
+        assert done.returncode == 1, done.stderr  # pytest's: test_fails fails
+        run_id, tests = only_run(project)
+        assert_complete(a, run_id, "a", tests)  # each item started exactly once
+        a.assert_clean()
+        assert (a.count("start_launch"), a.count("finish_launch")) == (1, 1)
+        assert f"delivered to a: launch {a.launch().uuid} (7 tests)" in done.stdout
+        assert delivery_row(project, "a")["status"] == "delivered"
+        assert outbox_files(project) == []
+        assert a.leaks(KEY_A) == []
+        keys = [x.get("key") for x in a.launch().attributes]
+        assert len(keys) == len(set(keys))
+        assert {"coverage:total", "coverage:arith", "coverage:text", "run"} <= set(keys)
+
+        settings = config_module.load(project / "testviper.yaml")
+        inst = Instance(name="b", endpoint=b.url, project="proj", api_key_env="RP_KEY_B")
+        settings.config.reportportal.instances.append(inst)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RP_KEY_B", KEY_B)
+            result = deliver(settings, inst, run_id, state(project) / "runs" / run_id)
+        assert result.ok, result.error
+        assert shape(a.tree()) == shape(b.tree())
+        assert len(a.logs()) == len(b.logs())
+        assert {x["key"]: x["value"] for x in a.launch().attributes if x.get("key")} == {
+            x["key"]: x["value"] for x in b.launch().attributes if x.get("key")
+        }
+
+
+def test_tests_reach_the_server_before_pytest_ends(
+    project: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    """test_second waits for a file this test writes only once the server holds a
+    finished test_first: the run passes only if results go out while pytest runs."""
+    write_files(project, GATED)
+    with RPServer(api_keys=(KEY_A,)) as a:
+        configure(project, instance("a", a, "RP_KEY_A"))
+        proc = start_run(project, started, "--live", "--", "tests/gate")
+        wait_for(lambda: leaf_seen(a, "test_first"), "test_first on the server")
+        assert proc.poll() is None and not leaf_seen(a, "test_third")
+        entry = json.loads(next(iter(outbox_files(project))).read_text())
+        assert LIVE_START in entry["done"]  # the live stream keeps its progress
+        (project / "gate").touch()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        run_id, tests = only_run(project)
+        assert_complete(a, run_id, "a", tests)
+        a.assert_clean()
+
+
+def test_config_turns_live_on(project: Path, started: list[subprocess.Popen[bytes]]) -> None:
+    """`reportportal.live: true` streams without the flag."""
+    import yaml
+
+    write_files(project, GATED)
+    with RPServer(api_keys=(KEY_A,)) as a:
+        configure(project, instance("a", a, "RP_KEY_A"))
+        path = project / "testviper.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["reportportal"]["live"] = True
+        path.write_text(yaml.safe_dump(data))
+        proc = start_run(project, started, "--", "tests/gate")
+        wait_for(lambda: leaf_seen(a, "test_first"), "test_first on the server")
+        (project / "gate").touch()
+        proc.communicate(timeout=120)
+        assert proc.returncode == 0
+
+
+def test_instance_down_mid_run_goes_to_the_outbox_then_sync(
+    project: Path, started: list[subprocess.Popen[bytes]], cli: Cli
+) -> None:
+    """b goes down after test_first went out live: the tests and a are unaffected, b's
+    entry waits in the outbox, and `sync` completes b's launch, nothing twice."""
+    write_files(project, GATED)
+    with RPServer(api_keys=(KEY_A,)) as a, RPServer(api_keys=(KEY_B,)) as b:
+        configure(project, instance("a", a, "RP_KEY_A"), instance("b", b, "RP_KEY_B", retries=1))
+        proc = start_run(project, started, "--live", "--", "tests/gate")
+        wait_for(lambda: leaf_seen(b, "test_first"), "test_first on b")
+        b.stop()
+        (project / "gate").touch()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert b"delivery to b failed: cannot connect to" in err
+        run_id, tests = only_run(project)
+        assert_complete(a, run_id, "a", tests)
+        (pending,) = outbox_files(project)
+        assert pending.parent.name == "b"
+        assert delivery_row(project, "b")["status"] == "pending"
+
+        b.start()
+        synced = cli("sync", cwd=project, env=env(**KEYS))
+        assert synced.returncode == 0, synced.stderr
+        assert_complete(b, run_id, "b", tests)
+        b.assert_clean()
+        assert (b.count("start_launch"), a.count("start_launch")) == (1, 1)
+        assert outbox_files(project) == []
+
+
+def test_runner_killed_mid_live_is_completed_by_ingest_and_sync(
+    project: Path, started: list[subprocess.Popen[bytes]], cli: Cli
+) -> None:
+    """kill -9 of `testviper run --live` while pytest runs on: the half-streamed launch
+    stays in the outbox; `runs.ingest` then `sync` finish it, each test once."""
+    write_files(project, GATED)
+    with RPServer(api_keys=(KEY_A,)) as a:
+        configure(project, instance("a", a, "RP_KEY_A", retries=1))
+        proc = start_run(project, started, "--live", "--", "tests/gate")
+        wait_for(lambda: leaf_seen(a, "test_first"), "test_first on the server")
+        wait_for(lambda: bool(outbox_files(project)), "the live outbox entry")
+        (child,) = [
+            p
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if any(arg.startswith("--testviper-journal=") for arg in p.cmdline())
+        ]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        (project / "gate").touch()  # pytest, orphaned, runs to its end
+        try:
+            child.wait(120)
+        finally:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        assert a.launch().status == "IN_PROGRESS"
+        (run_dir,) = (state(project) / "runs").iterdir()
+        keys = env(**KEYS)
+        ingested = cli("runs.ingest", str(run_dir), cwd=project, env=keys)
+        assert ingested.returncode == 0, ingested.stderr
+        synced = cli("sync", cwd=project, env=keys)
+        assert synced.returncode == 0, synced.stderr
+        run_id, _ = only_run(project)
+        launch = a.launch(derived_uuid(run_id, "a", "launch"))
+        assert launch.status == "PASSED" and a.count("start_launch") == 1
+        leaves = a.leaves(launch.uuid)
+        assert sorted(leaf.name for leaf in leaves) == ["test_first", "test_second", "test_third"]
+        assert all(i.finished for i in a.items()) and a.violations == []
+        # Starts sent again because the kill came before their progress was saved are
+        # refused as duplicates (then found by UUID): nothing else may be refused.
+        refused = [e["message"] for e in a.errors]
+        assert all("duplicate item uuid" in m for m in refused), refused
+        assert "coverage:total" in {x.get("key") for x in launch.attributes}
+        assert outbox_files(project) == []
