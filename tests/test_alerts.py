@@ -2,13 +2,12 @@
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import Cli, clean_env, write_files
+from local_http import Handler, LocalServer
 
 from testviper import config as config_module
 from testviper.errors import UserError
@@ -26,31 +25,20 @@ class Hook:
         self.requests: list[dict] = []
         hook = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Answer(Handler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 hook.requests.append(
                     {"path": self.path, "body": json.loads(self.rfile.read(length))}
                 )
                 status, headers, body = hook.replies.pop(0) if hook.replies else hook.default
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(status, body, None, headers)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/{TOKEN}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.local = LocalServer(Answer)
+        self.url = f"{self.local.base}/services/{TOKEN}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.local.close()
 
 
 @pytest.fixture

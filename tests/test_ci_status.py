@@ -1,16 +1,15 @@
 """`inv ci-status`: a GitHub REST API stand-in on 127.0.0.1, the real CLI against it."""
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from conftest import clean_env, run_cli, write_files
+from local_http import Handler, LocalServer
 from test_alerts import free_port
 
 from testviper import config as config_module
@@ -62,18 +61,18 @@ class FakeGitHub:
         self.requests: list[dict[str, Any]] = []
         gh = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Answer(Handler):
             def do_GET(self) -> None:
                 gh.requests.append({"path": self.path, "headers": self.headers})  # case-insensitive
                 time.sleep(gh.delay)
                 path, _, query = self.path.partition("?")
                 params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    self.reply(401, {"message": "Bad credentials"})
+                    self.answer(401, {"message": "Bad credentials"})
                 elif gh.status != 200:
-                    self.reply(gh.status, {"message": "Server says no"}, gh.headers)
+                    self.answer(gh.status, {"message": "Server says no"}, gh.headers)
                 elif path != RUNS_PATH:
-                    self.reply(404, {"message": "Not Found"})
+                    self.answer(404, {"message": "Not Found"})
                 else:
                     runs = [
                         r
@@ -81,29 +80,18 @@ class FakeGitHub:
                         if r["head_branch"] == params.get("branch", r["head_branch"])
                     ]
                     page = runs[: int(params.get("per_page", 30))]
-                    self.reply(200, {"total_count": len(runs), "workflow_runs": page})
+                    self.answer(200, {"total_count": len(runs), "workflow_runs": page})
 
-            def reply(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def answer(
+                self, status: int, body: dict, headers: dict[str, str] | None = None
+            ) -> None:
+                self.reply(status, json.dumps(body).encode(), headers=headers)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.local = LocalServer(Answer)
+        self.url = self.local.base
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.local.close()
 
 
 @pytest.fixture

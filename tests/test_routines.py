@@ -8,17 +8,16 @@ import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from conftest import BIN, REPO, clean_env, run_cli, write_files
+from local_http import Handler, LocalServer
 from ops_helpers import fill_history
 from rp_server import RPServer
 from test_alerts import Hook, free_port
@@ -223,25 +222,17 @@ class SimpleIndex:
     """A package index (PEP 503 HTML) on loopback that lists invoke 99.0.0, nothing else."""
 
     def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
+        class Answer(Handler):
             def do_GET(self) -> None:
                 if self.path.rstrip("/") != "/simple/invoke":
                     self.send_error(404)
                     return
                 name = "invoke-99.0.0-py3-none-any.whl"
                 body = f'<html><body><a href="/files/{name}">{name}</a></body></html>'.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(200, body, "text/html")
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.local = LocalServer(Answer)
+        self.url = f"{self.local.base}/simple"
 
 
 def test_monthly_outdated_and_audit_findings(proj: Path, tmp_path: Path) -> None:
@@ -274,7 +265,7 @@ def test_monthly_outdated_and_audit_findings(proj: Path, tmp_path: Path) -> None
             PYTHONPATH=str(fake.parent),
         )
     finally:
-        index.server.shutdown()
+        index.local.close()
     found = steps(done)
     version = importlib.metadata.version("invoke")
     assert found["outdated"] == ("OK", f"1 outdated package: invoke {version} → 99.0.0")
