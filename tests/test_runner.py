@@ -605,7 +605,7 @@ def test_reruns_are_one_test_with_the_last_attempts_result(
     # pytest's own summary counts the passed call of the attempt whose teardown failed as
     # a pass too (9 passed); TestViper counts tests.
     assert "1 failed, 9 passed, 7 rerun" in done.stdout
-    assert "tests:    8 passed, 1 failed" in done.stdout
+    assert "tests:    8 passed, 1 failed, 5 rerun (4 then passed)" in done.stdout
     run_id = run_id_of(done)
     row = run_row(project, run_id)
     events = read_events(Path(row["run_dir"]) / "journal.jsonl")

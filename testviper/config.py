@@ -482,6 +482,14 @@ class Settings:
         """The value of a secret variable: the environment first, then ``.env``."""
         return os.environ.get(name) or self.dotenv.get(name) or None
 
+    def missing_keys(self) -> list[tuple[str, str]]:
+        """(instance, variable) for every enabled instance whose key variable is not set."""
+        return [
+            (inst.name, inst.api_key_env)
+            for inst in self.config.reportportal.instances
+            if inst.enabled and not self.secret(inst.api_key_env)
+        ]
+
     def component_globs(self, name: str) -> list[str]:
         """Absolute coverage.py-style include globs for a component's source."""
         return [self._include_glob(src) for src in self.config.components[name].source]

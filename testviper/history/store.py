@@ -3,6 +3,7 @@
 SQLite by default (one file in the state directory), any SQLAlchemy URL otherwise.
 """
 
+import atexit
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ def open_history(url: str, busy_timeout: float = 10.0) -> History:
         raise UserError(f"history.url: cannot use '{where}' ({error})") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    # SQLite merges its WAL back and deletes it only when the last connection closes,
+    # and an exiting interpreter need not close pooled ones (`inv run` even skips the
+    # final garbage collection): left open, the WAL outlives every process and grows.
+    atexit.register(engine.dispose)
     history = History(engine, where)
     try:
         migrate(engine, where)

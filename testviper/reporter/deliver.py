@@ -94,15 +94,6 @@ def default_deadline(instance: Instance) -> float:
     return max(300.0, 4 * instance.timeout * (instance.retries + 1))
 
 
-def missing_keys(settings: Settings) -> list[tuple[str, str]]:
-    """(instance, variable) for every enabled instance whose key variable is not set."""
-    return [
-        (inst.name, inst.api_key_env)
-        for inst in settings.config.reportportal.instances
-        if inst.enabled and not settings.secret(inst.api_key_env)
-    ]
-
-
 # --------------------------------------------------------------------------- HTTP
 
 

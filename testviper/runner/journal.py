@@ -1,11 +1,19 @@
-"""Read a run journal written by the plugin, tolerating a torn or corrupt line."""
+"""Read a run journal written by the plugin, tolerating a torn or corrupt line.
+
+``inv run`` reads the journal while pytest is still appending to it (``JournalReader.follow``),
+so that after pytest exits only the last few lines are left to parse.
+"""
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from testviper.history.records import OUTCOMES, TestResult
+
+FOLLOW_INTERVAL = 0.2  # seconds between reads of a growing journal
 
 
 @dataclass
@@ -23,32 +31,92 @@ class Journal:
 
 def read_journal(path: Path) -> Journal:
     """Parse ``path``; a bad line is skipped with a warning, the rest is kept."""
-    journal = Journal()
-    if not path.exists():
-        journal.warnings.append(f"{path}: no journal; pytest did not start or was killed early")
-        return journal
-    started: dict[str, None] = {}
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
+    return JournalReader(path).finish()
+
+
+class JournalReader:
+    """Parses a journal in pieces, as the plugin appends to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.journal = Journal()
+        self._offset = 0  # bytes parsed so far: always the end of a whole line
+        self._number = 0  # lines parsed so far
+        self._started: dict[str, None] = {}  # tests started and not (yet) finished
+
+    def read(self, final: bool = False) -> None:
+        """Parse the lines added since the last read.
+
+        A line without its newline may still be being written, so it waits for the next
+        read unless ``final`` (pytest has exited: it is a torn last line).
+        """
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:  # the plugin has not created it yet
+            return
+        if not final:
+            data = data[: data.rfind(b"\n") + 1]
+        for line in data.splitlines(keepends=True):
+            self._parse(line)
+            self._offset += len(line)
+
+    def follow(self, interval: float = FOLLOW_INTERVAL) -> Callable[[], None]:
+        """Read in a background thread until the returned function is called."""
+        stop = threading.Event()
+
+        def loop() -> None:
             try:
-                event = json.loads(line)
-                kind = event["event"]
-                if kind == "test":
-                    journal.tests.append(_test(event))
-                    started.pop(event["nodeid"], None)
-                elif kind == "test_start":
-                    started[event["nodeid"]] = None
-                elif kind == "session_start":
-                    journal.start = event
-                elif kind == "session_finish":
-                    journal.finish = event
-            except (ValueError, KeyError, TypeError) as exc:
-                reason = "torn last line" if not line.endswith("\n") else type(exc).__name__
-                journal.warnings.append(f"{path}:{number}: skipped a corrupt line ({reason})")
-    journal.in_flight = list(started)
-    return journal
+                while not stop.wait(interval):
+                    self.read()
+            except OSError:
+                pass  # finish() reads again and reports it
+
+        thread = threading.Thread(target=loop, name="tv-journal", daemon=True)
+        thread.start()
+
+        def stop_following() -> None:
+            stop.set()
+            thread.join()
+
+        return stop_following
+
+    def finish(self) -> Journal:
+        """The whole journal: what was read so far plus the rest of the file."""
+        journal = self.journal
+        if not self.path.exists():
+            journal.warnings.append(
+                f"{self.path}: no journal; pytest did not start or was killed early"
+            )
+            return journal
+        self.read(final=True)
+        journal.in_flight = list(self._started)
+        return journal
+
+    def _parse(self, raw: bytes) -> None:
+        self._number += 1
+        line = raw.decode("utf-8", errors="replace")
+        if not line.strip():
+            return
+        journal = self.journal
+        try:
+            event = json.loads(line)
+            kind = event["event"]
+            if kind == "test":
+                journal.tests.append(_test(event))
+                self._started.pop(event["nodeid"], None)
+            elif kind == "test_start":
+                self._started[event["nodeid"]] = None
+            elif kind == "session_start":
+                journal.start = event
+            elif kind == "session_finish":
+                journal.finish = event
+        except (ValueError, KeyError, TypeError) as exc:
+            reason = "torn last line" if not line.endswith("\n") else type(exc).__name__
+            journal.warnings.append(
+                f"{self.path}:{self._number}: skipped a corrupt line ({reason})"
+            )
 
 
 def _test(event: dict[str, Any]) -> TestResult:

@@ -26,7 +26,7 @@ from testviper.fsutil import atomic_write
 from testviper.history.records import RunRecord
 from testviper.ids import new_run_id
 from testviper.runner import environment
-from testviper.runner.journal import read_journal
+from testviper.runner.journal import Journal, JournalReader, read_journal
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy; run() loads it while pytest runs
     from testviper.history.store import History
@@ -136,18 +136,20 @@ def ingest(
     run_dir: Path,
     history: "History | None" = None,
     matchers: dict[str, re.Pattern[str]] | None = None,
+    journal: Journal | None = None,
 ) -> Ingested:
     """Store the run recorded in ``run_dir`` in history.
 
     Tests are stored even when the coverage file is corrupt; the coverage problem is
-    returned in ``coverage_error`` for the caller to report.
+    returned in ``coverage_error`` for the caller to report. ``journal`` is the run's
+    journal when the caller has read it already (``run`` reads it while pytest runs).
     """
     try:
         meta = json.loads((run_dir / META).read_text(encoding="utf-8"))
         run_id = meta["run_id"]
     except (OSError, ValueError, KeyError):
         raise UserError(f"{run_dir}: not a TestViper run directory (no readable {META})") from None
-    journal = read_journal(run_dir / JOURNAL)
+    journal = journal if journal is not None else read_journal(run_dir / JOURNAL)
     finish = journal.finish or {}
     exit_code = meta.get("exit_code", finish.get("exitstatus"))
     killed = exit_code is not None and exit_code < 0
@@ -218,6 +220,9 @@ def run(
     """
     run_dir, meta, proc = _start(settings, args, cov)
     stops = [watch(proc)] if watch is not None else []
+    # Parsing the journal as it grows leaves only its last lines for after pytest.
+    reader = JournalReader(run_dir / JOURNAL)
+    stops.append(reader.follow())
 
     def wait() -> int:
         try:
@@ -245,7 +250,7 @@ def run(
     try:
         # Recorded before ingest, so `inv runs.ingest` still knows it if ingest fails.
         atomic_write(run_dir / META, json.dumps({**meta, "exit_code": code}, indent=2))
-        return ingest(settings, run_dir, history, matchers), code
+        return ingest(settings, run_dir, history, matchers, reader.finish()), code
     except (UserError, OSError) as exc:
         raise _kept(exc, run_dir) from None
 

@@ -17,6 +17,10 @@ def format_summary(result: Ingested) -> str:
     tally = run.counts()
     parts = [f"{n} {'errors' if k == 'error' and n != 1 else k}" for k, n in tally.items() if n]
     parts = parts or ["no tests"]
+    rerun = [t for t in run.tests if t.reruns]
+    if rerun:  # flaky: the gate's flaky rule will name them
+        recovered = sum(t.outcome == "passed" for t in rerun)
+        parts.append(f"{len(rerun)} rerun ({recovered} then passed)")
     lines = [
         f"TestViper run {run.id} ({run.status}, exit {run.exit_code})",
         f"  tests:    {', '.join(parts)}",
