@@ -15,6 +15,7 @@ from conftest import REPO, Cli, clean_env
 
 from testviper.errors import UserError
 from testviper.ops import schedules as sched
+from testviper.tasks import ns
 
 needs_systemd = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze (Debian's systemd) missing"
@@ -83,7 +84,7 @@ def _entries(body: str) -> list[sched.Entry]:
     import yaml
 
     data = {"schedules": yaml.safe_load(textwrap.dedent(body))}
-    return sched.parse(data, source="s.yaml")
+    return sched.parse(data, ns, source="s.yaml")
 
 
 BAD = {

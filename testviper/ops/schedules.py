@@ -428,12 +428,12 @@ def _entry(name: str, raw: Any, ns: Any, where: str) -> Entry:
     return entry
 
 
-def parse(data: Any, ns: Any = None, source: str = SCHEDULES) -> list[Entry]:
-    """Validate the parsed YAML; UserError naming ``schedules.<entry>.<key>`` on a problem."""
-    if ns is None:
-        from testviper.tasks import ns as tree
+def parse(data: Any, ns: Any, source: str = SCHEDULES) -> list[Entry]:
+    """Validate the parsed YAML; UserError naming ``schedules.<entry>.<key>`` on a problem.
 
-        ns = tree
+    ``ns`` is the task tree (an Invoke collection) that entries must name tasks and options
+    of; the caller passes it, so the library never imports the task layer.
+    """
     if not isinstance(data, dict) or set(data) - {"schedules"}:
         extra = sorted(set(data) - {"schedules"}) if isinstance(data, dict) else []
         what = f"unknown top-level key '{extra[0]}'; " if extra else ""
@@ -447,7 +447,7 @@ def parse(data: Any, ns: Any = None, source: str = SCHEDULES) -> list[Entry]:
         raise UserError(f"{source}: {exc}") from None
 
 
-def load(path: Path, ns: Any = None) -> list[Entry]:
+def load(path: Path, ns: Any) -> list[Entry]:
     """Read and validate a schedules file."""
     import yaml
 

@@ -202,6 +202,9 @@ def connect(settings: Settings) -> "History":
 # Called with the pytest process as soon as it has started; returns the function called
 # once pytest has exited (``inv profile`` samples the process tree in between).
 Watcher = Callable[[subprocess.Popen[bytes]], Callable[[], None]]
+# Called with the run directory and id once run.json holds the run's git state; returns
+# the function called once pytest has exited (``inv run --live`` streams the journal).
+Follower = Callable[[Path, str], Callable[[], None]]
 
 
 def run(
@@ -209,14 +212,14 @@ def run(
     args: Sequence[str],
     cov: bool = True,
     watch: Watcher | None = None,
-    live: bool = False,
+    follow: Follower | None = None,
 ) -> tuple[Ingested, int]:
     """``inv run``: pytest once, then ingest. Returns the ingested run and pytest's code.
 
     Whatever fails once pytest has started (history locked, disk full) leaves the run
     directory in place and says how to store it later: results are never thrown away.
-    ``watch`` observes the pytest process while it runs (see ``Watcher``); ``live``
-    streams the journal to the ReportPortal instances meanwhile (``reporter.live``).
+    ``watch`` observes the pytest process while it runs, ``follow`` the run directory
+    (see ``Watcher`` and ``Follower``).
     """
     run_dir, meta, proc = _start(settings, args, cov)
     stops = [watch(proc)] if watch is not None else []
@@ -237,10 +240,8 @@ def run(
         # the wall time.
         meta["environment"] = environment.collect(settings.root)
         atomic_write(run_dir / META, json.dumps(meta, indent=2))
-        if live:  # once run.json has the git state the launch starts with
-            from testviper.reporter import live as live_delivery
-
-            stops.append(live_delivery.start(settings, run_dir, meta["run_id"]))
+        if follow is not None:
+            stops.append(follow(run_dir, meta["run_id"]))
         matchers = component_matchers(settings)
         history = connect(settings)
     except (UserError, OSError) as exc:

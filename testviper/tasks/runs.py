@@ -64,6 +64,7 @@ def run_(
     tests themselves passed) but the test results are stored regardless. The run is then
     delivered to every enabled ReportPortal instance; what fails stays in the outbox.
     """
+    import functools
     import gc
 
     from testviper.runner.run import run
@@ -71,8 +72,12 @@ def run_(
     s = settings(config)
     if not no_deliver:
         delivery.check_keys(s)  # before pytest starts: a missing key must not cost a run
-    live = (live or s.config.reportportal.live) and not no_deliver
-    result, code = run(s, pytest_args(c), cov=not no_cov, live=live)
+    follow = None
+    if (live or s.config.reportportal.live) and not no_deliver:
+        from testviper.reporter import live as live_delivery
+
+        follow = functools.partial(live_delivery.start, s)
+    result, code = run(s, pytest_args(c), cov=not no_cov, follow=follow)
     if not report(result) and code == 0:
         code = 2
     if not no_deliver:

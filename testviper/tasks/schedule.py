@@ -19,10 +19,11 @@ def _load(config: str | None, schedules: str | None, example: bool = False) -> t
     from pathlib import Path
 
     from testviper.ops import schedules as sched
+    from testviper.tasks import ns
 
     s = settings(config, check_paths=False)
     path = Path(schedules).expanduser().resolve() if schedules else s.root / sched.SCHEDULES
-    entries = sched.load(path)
+    entries = sched.load(path, ns)
     if example:
         target = sched.Target(**vars(sched.EXAMPLE))
         target.user = "testviper"
