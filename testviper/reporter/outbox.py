@@ -40,8 +40,10 @@ class Entry:
     done: set[str] = field(default_factory=set)
 
     def to_json(self) -> str:
-        # Not asdict(): it deep-copies the steps, tens of thousands on a large run.
-        return json.dumps({**vars(self), "done": sorted(self.done)}, indent=1)
+        # Written every second of a delivery with tens of thousands of steps: no asdict()
+        # (it deep-copies them), no sorting and no indent (json's C encoder is used only
+        # without indent; the pure-Python one made these writes a sixth of sync's CPU).
+        return json.dumps({**vars(self), "done": list(self.done)})
 
 
 def outbox_dir(state_dir: Path, instance: str | None = None) -> Path:
