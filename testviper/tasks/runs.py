@@ -11,6 +11,9 @@ from testviper.tasks import delivery
 from testviper.tasks.common import CONFIG_HELP, settings, user_errors
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from testviper.runner.run import Ingested
 
 
@@ -64,7 +67,6 @@ def run_(
     tests themselves passed) but the test results are stored regardless. The run is then
     delivered to every enabled ReportPortal instance; what fails stays in the outbox.
     """
-    import functools
     import gc
 
     from testviper.runner.run import run
@@ -72,12 +74,15 @@ def run_(
     s = settings(config)
     if not no_deliver:
         delivery.check_keys(s)  # before pytest starts: a missing key must not cost a run
-    follow = None
-    if (live or s.config.reportportal.live) and not no_deliver:
+
+    def stream(run_dir: "Path", run_id: str) -> "Callable[[], None]":
+        # Imported here, once pytest is starting: the delivery code loads SQLAlchemy.
         from testviper.reporter import live as live_delivery
 
-        follow = functools.partial(live_delivery.start, s)
-    result, code = run(s, pytest_args(c), cov=not no_cov, follow=follow)
+        return live_delivery.start(s, run_dir, run_id)
+
+    live = (live or s.config.reportportal.live) and not no_deliver
+    result, code = run(s, pytest_args(c), cov=not no_cov, follow=stream if live else None)
     if not report(result) and code == 0:
         code = 2
     if not no_deliver:
