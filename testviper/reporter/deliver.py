@@ -43,6 +43,7 @@ from testviper.config import Instance, Settings, warn_insecure
 from testviper.reporter import outbox
 from testviper.reporter.launch import Item, Launch, Log, attribute, build_launch
 from testviper.reporter.masking import Masker, masker_for
+from testviper.runner.journal import iter_events
 
 WORKERS = 16
 LOG_BATCH = 50  # entries per multipart request
@@ -735,23 +736,6 @@ def _batches(items: list[Item]) -> Iterator[tuple[str, list[Log]]]:
 
 
 # --------------------------------------------------------------------------- entry points
-
-
-def parse_event(line: bytes | str) -> dict[str, Any] | None:
-    """One journal line's event; None for a torn or corrupt line (ingest warns of those)."""
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
-
-
-def iter_events(journal: Path) -> Iterator[dict[str, Any]]:
-    """The journal's events, one at a time: a large journal is never held in memory."""
-    with journal.open("rb") as handle:
-        for line in handle:
-            if (event := parse_event(line)) is not None:
-                yield event
 
 
 def is_coverage(attr: dict[str, Any]) -> bool:

@@ -36,10 +36,10 @@ from testviper.reporter.deliver import (
     Delivery,
     LogBatcher,
     launch_attributes,
-    parse_event,
 )
 from testviper.reporter.launch import LaunchBuilder, derived_uuid
 from testviper.reporter.masking import Masker, masker_for
+from testviper.runner.journal import parse_event
 
 POLL = 0.05  # seconds between looks at a journal that has not grown
 GRACE = 5.0  # seconds a stopping stream lets requests in flight finish

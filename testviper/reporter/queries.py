@@ -70,6 +70,14 @@ def instances_named(settings: Settings, names: list[str] | None) -> list[Instanc
     return [configured[n] for n in dict.fromkeys(names)]
 
 
+def _unanswered(exc: TransportError, endpoint: str, limit: float, failed: str) -> str:
+    """Why a check request got no answer: the timeout, or ``failed`` (a template for the
+    endpoint) and the cause."""
+    if exc.timeout and exc.sent:
+        return f"no answer from {endpoint} within {limit:g} s"
+    return f"{failed.format(endpoint)}: {exc.detail}"
+
+
 def check_instance(
     settings: Settings, instance: Instance, timeout: float | None = None
 ) -> InstanceCheck:
@@ -89,11 +97,7 @@ def check_instance(
         try:
             info = api.request("GET", "/api/info", root=True)
         except TransportError as exc:
-            check.error = (
-                f"no answer from {instance.endpoint} within {limit:g} s"
-                if exc.timeout and exc.sent
-                else f"cannot reach {instance.endpoint}: {exc.detail}"
-            )
+            check.error = _unanswered(exc, instance.endpoint, limit, "cannot reach {}")
             return check
         except DeliveryError as exc:  # the deadline
             check.error = exc.reason
@@ -113,11 +117,7 @@ def check_instance(
         try:
             resp = api.request("GET", "/settings")
         except TransportError as exc:
-            check.error = (
-                f"no answer from {instance.endpoint} within {limit:g} s"
-                if exc.timeout and exc.sent
-                else f"connection to {instance.endpoint} failed: {exc.detail}"
-            )
+            check.error = _unanswered(exc, instance.endpoint, limit, "connection to {} failed")
             return check
         except DeliveryError as exc:
             check.error = exc.reason

@@ -6,7 +6,7 @@ so that after pytest exits only the last few lines are left to parse.
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,23 @@ class Journal:
     @property
     def complete(self) -> bool:
         return self.finish is not None
+
+
+def parse_event(line: bytes | str) -> dict[str, Any] | None:
+    """One journal line's event; None for a torn or corrupt line (ingest warns of those)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def iter_events(journal: Path) -> Iterator[dict[str, Any]]:
+    """The journal's events, one at a time: a large journal is never held in memory."""
+    with journal.open("rb") as handle:
+        for line in handle:
+            if (event := parse_event(line)) is not None:
+                yield event
 
 
 def read_journal(path: Path) -> Journal:
