@@ -7,6 +7,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 BIN = Path(sys.executable).parent
@@ -84,6 +85,17 @@ def write_files(root: Path, files: dict[str, str]) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip("\n"))
+
+
+def run_pytest_process(runner_pid: int) -> list[psutil.Process]:
+    """The pytest process(es) a ``testviper run`` process started: the prestarted one
+    (``testviper.runner.starter``) or an ordinary ``python -m pytest`` with the journal."""
+    return [
+        p
+        for p in psutil.Process(runner_pid).children(recursive=True)
+        if "testviper.runner.starter" in p.cmdline()
+        or any(a.startswith("--testviper-journal=") for a in p.cmdline())
+    ]
 
 
 def git(root: Path, *args: str) -> str:

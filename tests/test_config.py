@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import write_files
 
-from testviper.config import CONFIG_NAME, Config, effective_yaml, load, sample_text
+from testviper.config import Config, effective_yaml, load, sample_text
+from testviper.config_file import CONFIG_NAME
 from testviper.errors import UserError
 
 SECRET = "sk-TOPSECRET-4f1e9b2c"

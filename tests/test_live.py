@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import BIN, Cli, write_files
+from conftest import BIN, Cli, run_pytest_process, write_files
 from rp_server import RPServer
 from test_delivery import (
     KEY_A,
@@ -223,11 +223,7 @@ def test_runner_killed_mid_live_is_completed_by_ingest_and_sync(
         proc = start_run(project, started, "--live", "--", "tests/gate")
         wait_for(lambda: leaf_seen(a, "test_first"), "test_first on the server")
         wait_for(lambda: bool(outbox_files(project)), "the live outbox entry")
-        (child,) = [
-            p
-            for p in psutil.Process(proc.pid).children(recursive=True)
-            if any(arg.startswith("--testviper-journal=") for arg in p.cmdline())
-        ]
+        (child,) = run_pytest_process(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
         (project / "gate").touch()  # pytest, orphaned, runs to its end

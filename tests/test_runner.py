@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import BIN, Cli, clean_env, write_files
+from conftest import BIN, Cli, clean_env, run_pytest_process, write_files
 
 from testviper.config import load
 
@@ -320,12 +320,8 @@ class Runner:
         self.pytest: psutil.Process | None = None
 
     def find_pytest(self) -> psutil.Process:
-        """The pytest process the runner started (the only one with the journal option)."""
-        kids = [
-            p
-            for p in psutil.Process(self.proc.pid).children(recursive=True)
-            if any(a.startswith("--testviper-journal=") for a in p.cmdline())
-        ]
+        """The pytest process the runner started."""
+        kids = run_pytest_process(self.proc.pid)
         assert len(kids) == 1, kids
         self.pytest = kids[0]
         return self.pytest

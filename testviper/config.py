@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -33,10 +33,9 @@ from pydantic import (
     field_validator,
 )
 
+from testviper.config_file import DEFAULT_KEY_ENV, find_config, read_yaml
 from testviper.errors import UserError
 
-CONFIG_NAME = "testviper.yaml"
-CONFIG_ENV = "TESTVIPER_CONFIG"
 GLOB_CHARS = re.compile(r"[*?\[]")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DB_URL = re.compile(r"^[\w+]+://")  # the scheme part of SQLAlchemy's URL syntax
@@ -94,7 +93,7 @@ class Instance(Section):
     allow_insecure: bool = False
     endpoint: str
     project: str
-    api_key_env: str = "RP_API_KEY"
+    api_key_env: str = DEFAULT_KEY_ENV
     enabled: bool = True
     timeout: float = Field(30.0, gt=0)
     retries: int = Field(3, ge=0)
@@ -510,22 +509,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """The config file to use, or None for the embedded defaults."""
-    named = explicit or os.environ.get(CONFIG_ENV)
-    if named:
-        path = Path(named).expanduser()
-        origin = "--config" if explicit else CONFIG_ENV
-        if not path.is_file():
-            raise UserError(
-                f"{path}: no such config file (from {origin}); "
-                "create one with `inv config.init` or fix the path"
-            )
-        return path.resolve()
-    default = Path.cwd() / CONFIG_NAME
-    return default.resolve() if default.is_file() else None
-
-
 def load(explicit: str | os.PathLike[str] | None = None, check_paths: bool = True) -> Settings:
     """Find, parse and validate the configuration.
 
@@ -533,7 +516,7 @@ def load(explicit: str | os.PathLike[str] | None = None, check_paths: bool = Tru
     """
     path = find_config(explicit)
     root = path.parent if path else Path.cwd().resolve()
-    raw = _read_yaml(path) if path else {}
+    raw = read_yaml(path) if path else {}
     where = str(path) if path else "defaults"
     try:
         config = Config.model_validate(raw)
@@ -547,51 +530,6 @@ def load(explicit: str | os.PathLike[str] | None = None, check_paths: bool = Tru
         for problem in _check_paths(settings):
             raise UserError(f"{where}: {problem}")
     return settings
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping.
-
-    PyYAML keeps the last one silently, so two components with the same name would merge
-    into one without a word.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if isinstance(key, str | int | float | bool) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}'", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read config file ({exc})") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{path}{at}: invalid YAML: {problem}") from None
-    if data is None:
-        raise UserError(
-            f"{path}: the file is empty; add at least `project: {{name: ...}}` "
-            "(see `inv config.init`) or delete it to use the defaults"
-        )
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{path}: the top level must be a mapping of sections "
-            f"(project, paths, components, ...), not a {type(data).__name__}"
-        )
-    # A section left empty (`project:` alone, or every key commented out) means defaults.
-    return {key: value for key, value in data.items() if value is not None}
 
 
 def _read_dotenv(root: Path) -> dict[str, str]:

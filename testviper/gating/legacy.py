@@ -91,13 +91,14 @@ def import_into_config(settings: Any, legacy: Path, write: bool) -> tuple[str, l
     undefined component is refused with the same message ``config.validate`` would give.
     """
     from testviper import config as config_module
+    from testviper import config_file
     from testviper.fsutil import atomic_write
 
     section, notes = read_legacy(legacy, list(settings.config.components))
     text = section_yaml(section)
     if not write:
         return text, notes
-    target = settings.path or (settings.root / config_module.CONFIG_NAME)
+    target = settings.path or (settings.root / config_file.CONFIG_NAME)
     old = target.read_text(encoding="utf-8") if target.is_file() else ""
     new = replace_section(old, text)
     raw = yaml.safe_load(new) or {}

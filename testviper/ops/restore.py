@@ -28,6 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from testviper import config as config_module
+from testviper import config_file
 from testviper.errors import UserError
 from testviper.fsutil import fsync_dir
 from testviper.ops.backup import (
@@ -118,13 +119,13 @@ def _where_to(
     verified: Verified, explicit: str | None, parts: tuple[str, ...]
 ) -> tuple[Path, Path | None, config_module.Settings]:
     """The project root, the config file target and the settings that place the rest."""
-    named = explicit or os.environ.get(config_module.CONFIG_ENV)
+    named = explicit or os.environ.get(config_file.CONFIG_ENV)
     archived = verified.manifest.get("config")
     has_config = isinstance(archived, str) and archived in verified.members
     if named:
         config_path: Path | None = Path(named).expanduser().resolve()
     else:
-        default = Path.cwd() / config_module.CONFIG_NAME
+        default = Path.cwd() / config_file.CONFIG_NAME
         config_path = default.resolve() if default.is_file() else None
         if config_path is None and has_config:
             config_path = Path.cwd().resolve() / Path(archived).name

@@ -451,7 +451,7 @@ def load(path: Path, ns: Any) -> list[Entry]:
     """Read and validate a schedules file."""
     import yaml
 
-    from testviper.config import _UniqueKeyLoader
+    from testviper.config_file import UniqueKeyLoader
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -462,7 +462,7 @@ def load(path: Path, ns: Any) -> list[Entry]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read ({exc})") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

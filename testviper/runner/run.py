@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testviper.config import Settings
+from testviper.config_file import DEFAULT_KEY_ENV
 from testviper.coverage_data import include_matcher, read_coverage_json
 from testviper.errors import UserError, os_error
 from testviper.fsutil import atomic_write
@@ -30,6 +31,7 @@ from testviper.runner.journal import Journal, JournalReader, read_journal
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy; run() loads it while pytest runs
     from testviper.history.store import History
+    from testviper.runner.starter import Starter
 
 PLUGIN = "testviper.runner.plugin"
 META, JOURNAL, COVERAGE = "run.json", "journal.jsonl", "coverage.json"
@@ -77,7 +79,7 @@ def pytest_command(settings: Settings, run_dir: Path, args: Sequence[str], cov: 
 
 
 def _start(
-    settings: Settings, args: Sequence[str], cov: bool
+    settings: Settings, args: Sequence[str], cov: bool, starter: "Starter | None"
 ) -> tuple[Path, dict[str, Any], subprocess.Popen[bytes]]:
     state = ensure_state_dir(settings)
     run_id = new_run_id()
@@ -99,8 +101,9 @@ def _start(
         shutil.rmtree(run_dir, ignore_errors=True)  # no half-made run directory
         raise
     # The tests never see ReportPortal keys: a test that prints its environment must
-    # not put a key into the journal or the terminal.
-    secrets = {inst.api_key_env for inst in settings.config.reportportal.instances}
+    # not put a key into the journal or the terminal. RP_API_KEY is withheld even with
+    # no instance configured: it is the old scripts' key variable.
+    secrets = {DEFAULT_KEY_ENV} | {i.api_key_env for i in settings.config.reportportal.instances}
     env = {
         **{k: v for k, v in os.environ.items() if k not in secrets},
         "TESTVIPER_RUN_ID": run_id,
@@ -108,6 +111,13 @@ def _start(
         "COVERAGE_FILE": str(run_dir / ".coverage"),
         "AGENT_NO_ANALYTICS": "1",
     }
+    if starter is not None and starter.usable(secrets):
+        try:
+            return run_dir, meta, starter.launch(cmd[3:], settings.root, env)
+        except OSError:
+            pass  # it died before the request: start pytest the ordinary way
+    if starter is not None:
+        starter.cancel()
     return run_dir, meta, subprocess.Popen(cmd, cwd=settings.root, env=env)
 
 
@@ -213,15 +223,17 @@ def run(
     cov: bool = True,
     watch: Watcher | None = None,
     follow: Follower | None = None,
+    starter: "Starter | None" = None,
 ) -> tuple[Ingested, int]:
     """``inv run``: pytest once, then ingest. Returns the ingested run and pytest's code.
 
     Whatever fails once pytest has started (history locked, disk full) leaves the run
     directory in place and says how to store it later: results are never thrown away.
     ``watch`` observes the pytest process while it runs, ``follow`` the run directory
-    (see ``Watcher`` and ``Follower``).
+    (see ``Watcher`` and ``Follower``); ``starter`` is a pytest process already loading
+    (``testviper.runner.starter``), used when it fits the run's environment.
     """
-    run_dir, meta, proc = _start(settings, args, cov)
+    run_dir, meta, proc = _start(settings, args, cov, starter)
     stops = [watch(proc)] if watch is not None else []
     # Parsing the journal as it grows leaves only its last lines for after pytest.
     reader = JournalReader(run_dir / JOURNAL)

@@ -69,20 +69,29 @@ def run_(
     """
     import gc
 
-    from testviper.runner.run import run
+    from testviper.runner.starter import prestart
 
-    s = settings(config)
-    if not no_deliver:
-        delivery.check_keys(s)  # before pytest starts: a missing key must not cost a run
+    # pytest loads while the configuration is validated (see testviper.runner.starter).
+    starter = prestart(config)
+    try:
+        from testviper.runner.run import run
 
-    def stream(run_dir: "Path", run_id: str) -> "Callable[[], None]":
-        # Imported here, once pytest is starting: the delivery code loads SQLAlchemy.
-        from testviper.reporter import live as live_delivery
+        s = settings(config)
+        if not no_deliver:
+            delivery.check_keys(s)  # before pytest starts: a missing key must not cost a run
 
-        return live_delivery.start(s, run_dir, run_id)
+        def stream(run_dir: "Path", run_id: str) -> "Callable[[], None]":
+            # Imported here, once pytest is starting: the delivery code loads SQLAlchemy.
+            from testviper.reporter import live as live_delivery
 
-    live = (live or s.config.reportportal.live) and not no_deliver
-    result, code = run(s, pytest_args(c), cov=not no_cov, follow=stream if live else None)
+            return live_delivery.start(s, run_dir, run_id)
+
+        live = (live or s.config.reportportal.live) and not no_deliver
+        follow = stream if live else None
+        result, code = run(s, pytest_args(c), cov=not no_cov, follow=follow, starter=starter)
+    finally:
+        if starter is not None:
+            starter.cancel()  # unless it runs the tests
     if not report(result) and code == 0:
         code = 2
     if not no_deliver:
