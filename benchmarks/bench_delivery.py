@@ -114,6 +114,12 @@ class Server:
                 self.proc.wait()
             self.proc = None
 
+    def cpu(self) -> float:
+        """CPU seconds the server process has used since it started."""
+        assert self.proc is not None
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return times.user + times.system
+
     def newest_launch(self) -> dict[str, Any]:
         request = urllib.request.Request(
             f"{self.url}/api/v1/{PROJECT}/launch?page.page=1&page.size=1&page.sort=startTime,desc",
@@ -269,6 +275,7 @@ def bench_sync(args: argparse.Namespace, work: Path, env: dict[str, str]) -> tup
                 raise Failed(f"testviper sync did not deliver both entries:\n{out[-2000:]}")
             for server in servers:
                 server.expect(args.journal_tests)
+            served = [server.cpu() for server in servers]
         finally:
             for server in servers:
                 server.stop()
@@ -276,8 +283,9 @@ def bench_sync(args: argparse.Namespace, work: Path, env: dict[str, str]) -> tup
         rss.append(peak)
         print(
             f"round {round_no + 1}/{args.rounds} sync of {args.journal_tests} tests to 2 "
-            f"instances: {elapsed:.2f}s (sync process CPU {cpu:.2f}s), peak RSS {peak:.0f} MB "
-            f"(load {load()})",
+            f"instances: {elapsed:.2f}s (sync process CPU {cpu:.2f}s, test servers "
+            f"{' + '.join(f'{c:.2f}' for c in served)}s on the same cores), "
+            f"peak RSS {peak:.0f} MB (load {load()})",
             flush=True,
         )
     return median(times), max(rss)

@@ -1,6 +1,7 @@
 """deliver.Connection reads ReportPortal's answers itself (http.client's header parsing
 was a third of a large sync's CPU): every shape of HTTP/1.x answer, from a real socket."""
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -31,7 +32,11 @@ class Scripted:
                     data += conn.recv(4096)
                 conn.sendall(answer)
             if not self.close_after:
-                conn.recv(1)  # hold the connection until the client closes it
+                # Hold the connection until the client closes it; 5 s at most, so a
+                # client that never times out fails its test instead of hanging it.
+                conn.settimeout(5)
+                with contextlib.suppress(TimeoutError):
+                    conn.recv(1)
 
     def connect(self) -> Connection:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
@@ -102,3 +107,27 @@ def test_when_the_server_closes_after_the_answer() -> None:
 def test_malformed_answers_raise_what_the_retry_logic_expects(answer: bytes, error: type) -> None:
     with pytest.raises(error):
         exchange([answer], close_after=True)
+
+
+@pytest.mark.parametrize(
+    "partial", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"], ids=["none", "part"]
+)
+def test_a_silent_server_times_out(partial: bytes) -> None:
+    """The socket's timeout is the kernel's: no answer (or half of one) in time is a
+    TimeoutError, which the retry logic reports as "no answer", never a closed connection."""
+    server = Scripted([partial])
+    conn = server.connect()
+    conn.set_timeout(0.3)
+    try:
+        with pytest.raises(TimeoutError):
+            conn.exchange(REQUEST)
+    finally:
+        conn.close()
+        server.sock.close()
+
+
+def test_a_large_body_arrives_whole() -> None:
+    body = bytes(range(256)) * 40_000  # 10 MB, read in many pieces
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    [(status, _, data, close)] = exchange([head + body])
+    assert (status, data == body, close) == (200, True, False)

@@ -26,11 +26,15 @@ Progress (the steps done) is kept in the instance's outbox file, so what is not
 delivered now is completed by ``inv sync`` later, from where it stopped.
 """
 
+import contextlib
 import http.client
 import json
+import socket
 import ssl
+import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -61,6 +65,7 @@ STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 # One encoder for every request body: json.dumps builds a new one per call.
 _encode = json.JSONEncoder().encode
 MAX_LINE, MAX_HEADERS = 65536, 100  # http.client's limits on an answer's head
+READ_SIZE = 65536
 
 
 class DeliveryError(Exception):
@@ -118,29 +123,41 @@ class Connection:
     """One kept-alive connection. ``http.client`` opens it (TLS, proxy tunnel); requests
     are written and answers read here: ``http.client`` parses every answer's headers with
     the ``email`` package and wraps the socket in a new reader per answer, which together
-    cost a third of a large sync's CPU. One reader per connection, a plain header dict.
+    cost a third of a large sync's CPU. One buffer per connection, a plain header dict.
+
+    The socket stays in blocking mode and its timeout is the kernel's (``SO_RCVTIMEO``,
+    ``SO_SNDTIMEO``): a Python socket timeout puts a ``poll`` before every send and
+    receive, and with many threads each extra system call is another hand-over of the
+    GIL. A receive or send that times out raises ``TimeoutError``, as before.
     """
 
     def __init__(self, conn: http.client.HTTPConnection) -> None:
         self.conn, self.sock = conn, conn.sock
-        self.reader = conn.sock.makefile("rb")
-        self.timeout = conn.timeout
+        self.buffer = bytearray()
+        self.timeout: float | None = None
+        self.sock.settimeout(None)
+        self.set_timeout(conn.timeout)
 
     def set_timeout(self, timeout: float) -> None:
-        # A system call each time: usually the timeout is the instance's, unchanged.
+        # Two system calls each time: usually the timeout is the instance's, unchanged.
         if timeout != self.timeout:
-            self.sock.settimeout(timeout)
+            seconds = max(timeout, 0.001)
+            value = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
             self.timeout = timeout
 
     def close(self) -> None:
-        self.reader.close()
         self.conn.close()
 
     def exchange(self, request: bytes) -> tuple[int, str, bytes, bool]:
         """Send ``request``; return the answer's status, reason, body and whether the
         server closes the connection after it. Malformed answers raise ``HTTPException``
         or ``ValueError``."""
-        self.sock.sendall(request)
+        try:
+            self.sock.sendall(request)
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            raise TimeoutError("send timed out") from None
         while True:  # a "100 Continue" is followed by the real answer
             line = self._line()
             if not line:
@@ -163,18 +180,42 @@ class Connection:
             data = self._chunked()
         elif b"content-length" in headers:
             length = int(headers[b"content-length"])
-            data = self.reader.read(length)
+            data = self._read(length)
             if len(data) < length:
                 raise http.client.IncompleteRead(data, length - len(data))
         else:  # the body ends with the connection
-            data, close = self.reader.read(), True
+            data, close = self._read(None), True
         return status, reason.strip(), data, close
 
+    def _fill(self) -> bool:
+        """Receive what has arrived into the buffer; False at the end of the stream."""
+        try:
+            chunk = self.sock.recv(READ_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            raise TimeoutError("receive timed out") from None
+        self.buffer += chunk
+        return bool(chunk)
+
+    def _read(self, size: int | None) -> bytes:
+        """``size`` bytes (fewer if the stream ends first), or all until the end."""
+        while (size is None or len(self.buffer) < size) and self._fill():
+            pass
+        size = len(self.buffer) if size is None else size
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
     def _line(self) -> bytes:
-        line = self.reader.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
+        start = 0
+        while (end := self.buffer.find(b"\n", start)) < 0:
+            if len(self.buffer) > MAX_LINE:
+                raise http.client.LineTooLong("answer line")
+            start = len(self.buffer)
+            if not self._fill():  # the stream ended: what is left, maybe nothing
+                return self._read(len(self.buffer))
+        if end >= MAX_LINE:
             raise http.client.LineTooLong("answer line")
-        return line
+        return self._read(end + 1)
 
     def _headers(self) -> dict[bytes, bytes]:
         """The header block, names lower-cased; left as bytes: only three are looked at."""
@@ -190,7 +231,7 @@ class Connection:
     def _chunked(self) -> bytes:
         chunks = []
         while size := int(self._line().split(b";", 1)[0], 16):
-            chunk = self.reader.read(size + 2)  # the chunk and its CRLF
+            chunk = self._read(size + 2)  # the chunk and its CRLF
             if len(chunk) < size + 2:
                 raise http.client.IncompleteRead(b"".join(chunks))
             chunks.append(chunk[:size])
@@ -226,17 +267,16 @@ class Api:
         # What http.client would send: the target's Host (also through a proxy or tunnel).
         self.host_header = parts.netloc.rpartition("@")[2]
         self.headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        self.idle: list[Connection] = []
-        self.idle_lock = threading.Lock()
+        # deque's append and pop are thread-safe (documented): no lock, no lock contention.
+        self.idle: deque[Connection] = deque()
         self.deadline_at = time.monotonic() + deadline
         self.deadline = deadline
         self.stop = threading.Event()
 
     def close(self) -> None:
-        with self.idle_lock:
-            idle, self.idle = self.idle, []
-        for conn in idle:
-            conn.close()
+        while self.idle:
+            with contextlib.suppress(IndexError):  # another thread took the last one
+                self.idle.pop().close()
 
     def _remaining(self) -> float:
         remaining = self.deadline_at - time.monotonic()
@@ -289,8 +329,10 @@ class Api:
             # A key or path with a line break would inject headers (http.client refused it).
             raise DeliveryError(f"a line break in a request to {self.instance.name}", True)
         request = "\r\n".join((*lines, "", "")).encode("latin-1") + (body or b"")
-        with self.idle_lock:
-            conn = self.idle.pop() if self.idle else None
+        try:
+            conn: Connection | None = self.idle.pop()
+        except IndexError:
+            conn = None
         if conn is not None:
             try:
                 return self._exchange(conn, request, timeout, reused=True)
@@ -321,8 +363,7 @@ class Api:
         if close:
             conn.close()
         else:
-            with self.idle_lock:
-                self.idle.append(conn)
+            self.idle.append(conn)
         return Response(status, reason, data)
 
     def request(self, method: str, path: str, *, root: bool = False) -> Response:
