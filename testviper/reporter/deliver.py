@@ -559,28 +559,26 @@ class Delivery:
 
     def parallel(self, tasks: Iterable[Callable[[], None]]) -> None:
         """Run ``tasks`` on the pool; on the first failure stop the rest and raise it."""
-        # Each worker takes the next task itself: no future per task, and this thread
-        # does not wake for every finished request to hand out the next one (with tens of
-        # thousands of requests, those hand-offs cost as much CPU as the requests did).
-        pending = iter(tasks)
-        take = threading.Lock()  # a generator cannot be advanced by two threads at once
-        submitted = False
+        # Each worker takes the next task itself from a deque (its pops are thread-safe
+        # without a lock): no future per task, and this thread does not wake for every
+        # finished request to hand out the next one (with tens of thousands of requests,
+        # those hand-offs cost as much CPU as the requests did).
+        pending = deque(tasks)
+        if not pending:
+            return
 
         def work() -> None:
-            nonlocal submitted
             while True:
-                with take:
-                    task = next(pending, None)
-                if task is None:
+                try:
+                    task = pending.popleft()
+                except IndexError:
                     return
-                submitted = True
                 self.guard(task)
                 self.maybe_save()
 
         for worker in [self.pool.submit(work) for _ in range(WORKERS)]:
             worker.result()
-        if submitted:
-            self.save()
+        self.save()
         if self.error is not None:
             raise self.error
 
