@@ -31,8 +31,10 @@ from test_delivery import (
 
 from testviper import config as config_module
 from testviper.config import Instance
+from testviper.reporter import live
 from testviper.reporter.deliver import LIVE_START, deliver
-from testviper.reporter.launch import derived_uuid
+from testviper.reporter.launch import build_launch, derived_uuid
+from testviper.runner.journal import iter_events
 
 # test_second holds the session until the test (the outer one) creates the gate file,
 # which it does once the server has test_first: proof that it went out live.
@@ -141,6 +143,35 @@ def test_live_launch_equals_a_post_run_delivery(project: Path, cli: Cli, xdist: 
         assert {x["key"]: x["value"] for x in a.launch().attributes if x.get("key")} == {
             x["key"]: x["value"] for x in b.launch().attributes if x.get("key")
         }
+
+
+def test_stream_hands_over_the_launch_built_from_the_whole_journal(
+    project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped at once, a stream still reads the journal to its end, sending nothing more:
+    the launch it hands to the post-run delivery is the one the journal gives."""
+    write_files(project, MORE_TESTS)
+    # Output that makes the journal several times the stream's 64 KiB read.
+    loud = "def test_loud():\n    print('x' * 400_000)\n    assert False\n"
+    write_files(project, {"tests/text/test_loud.py": loud})
+    assert cli("run", "--no-deliver", cwd=project, env=env()).returncode == 1
+    run_id, tests = only_run(project)
+    run_dir = state(project) / "runs" / run_id
+    with RPServer(api_keys=(KEY_A,)) as a:
+        configure(project, instance("a", a, "RP_KEY_A"))
+        settings = config_module.load(project / "testviper.yaml")
+        monkeypatch.setenv("RP_KEY_A", KEY_A)
+        handed = live.start(settings, run_dir, run_id)()
+    built = build_launch(run_id, "a", "calc", iter_events(run_dir / "journal.jsonl"))
+    assert list(handed) == ["a"]
+    assert handed["a"].items == built.items
+    assert (handed["a"].uuid, handed["a"].start, handed["a"].end) == (
+        built.uuid,
+        built.start,
+        built.end,
+    )
+    assert len(handed["a"].leaves) == len(tests) == 8
+    assert (run_dir / "journal.jsonl").stat().st_size > 4 * 65536
 
 
 def test_tests_reach_the_server_before_pytest_ends(

@@ -841,12 +841,14 @@ def deliver(
     history: Any = None,
     masker: Masker | None = None,
     deadline: float | None = None,
+    launch: Launch | None = None,
 ) -> DeliveryResult:
     """Deliver (or resume delivering) one run to one instance; never raises for RP trouble.
 
     Whatever is not delivered stays in the outbox with the reason; history's
     ``deliveries`` row mirrors the outcome. An entry another process is delivering right
-    now (``inv run`` while ``inv sync`` runs) is left to it.
+    now (``inv run`` while ``inv sync`` runs) is left to it. ``launch``: the run's launch
+    for this instance, already built from the whole journal (by ``--live``).
     """
     with outbox.entry_lock(settings.state_dir, instance.name, run_id) as mine:
         if not mine:
@@ -857,7 +859,7 @@ def deliver(
                 "",
                 error="being delivered by another TestViper process",
             )
-        return _deliver(settings, instance, run_id, run_dir, history, masker, deadline)
+        return _deliver(settings, instance, run_id, run_dir, history, masker, deadline, launch)
 
 
 def _deliver(
@@ -868,6 +870,7 @@ def _deliver(
     history: Any,
     masker: Masker | None,
     deadline: float | None,
+    launch: Launch | None,
 ) -> DeliveryResult:
     from testviper.reporter.launch import derived_uuid
     from testviper.runner.run import JOURNAL, connect
@@ -903,17 +906,23 @@ def _deliver(
                 "is not set",
                 True,
             )
-        try:
-            launch = build_launch(
-                run_id,
-                instance.name,
-                instance.launch.name or settings.project_name,
-                iter_events(Path(run_dir) / JOURNAL),
-                description=instance.launch.description,
-                attributes=launch_attributes(settings, instance, run_id, Path(run_dir), history),
-            )
-        except OSError as exc:
-            raise DeliveryError(f"cannot read the run's journal ({exc.strerror})", True) from None
+        attributes = launch_attributes(settings, instance, run_id, Path(run_dir), history)
+        if launch is not None:
+            launch.attributes = attributes  # now with coverage, which streaming could not know
+        else:
+            try:
+                launch = build_launch(
+                    run_id,
+                    instance.name,
+                    instance.launch.name or settings.project_name,
+                    iter_events(Path(run_dir) / JOURNAL),
+                    description=instance.launch.description,
+                    attributes=attributes,
+                )
+            except OSError as exc:
+                raise DeliveryError(
+                    f"cannot read the run's journal ({exc.strerror})", True
+                ) from None
         if not launch.start:  # no session start, no test: a run killed at once
             launch.start = launch.end = time.time()
         result.tests = len(launch.leaves)
@@ -953,9 +962,13 @@ def deliver_all(
     run_id: str,
     run_dir: Path,
     instances: list[Instance] | None = None,
+    launches: dict[str, Launch] | None = None,
     **kwargs: Any,
 ) -> list[DeliveryResult]:
-    """Deliver a run to every enabled instance (or the ones given), one thread each."""
+    """Deliver a run to every enabled instance (or the ones given), one thread each.
+
+    ``launches``: launches already built whole, by instance name (``--live`` hands them
+    over); the others are built from the journal."""
     from testviper.runner.run import connect
 
     targets = [i for i in (instances or settings.config.reportportal.instances) if i.enabled]
@@ -967,7 +980,15 @@ def deliver_all(
     with ThreadPoolExecutor(len(targets), thread_name_prefix="tv-instance") as pool:
         futures = [
             pool.submit(
-                deliver, settings, inst, run_id, run_dir, history=history, masker=masker, **kwargs
+                deliver,
+                settings,
+                inst,
+                run_id,
+                run_dir,
+                history=history,
+                masker=masker,
+                launch=(launches or {}).get(inst.name),
+                **kwargs,
             )
             for inst in targets
         ]

@@ -37,7 +37,7 @@ from testviper.reporter.deliver import (
     LogBatcher,
     launch_attributes,
 )
-from testviper.reporter.launch import LaunchBuilder, derived_uuid
+from testviper.reporter.launch import Launch, LaunchBuilder, derived_uuid
 from testviper.reporter.masking import Masker, masker_for
 from testviper.runner.journal import parse_event
 
@@ -61,6 +61,10 @@ class Stream(threading.Thread):
         self.masker: Masker = masker_for(settings)
         self.finishing = threading.Event()  # pytest has exited
         self.closed = False  # handed over: nothing may write the entry any more
+        # The launch built from every line of the journal, once pytest has exited: the
+        # post-run delivery takes it instead of reading the journal again.
+        self.launch: Launch | None = None
+        self._read_whole = False
 
     def run(self) -> None:
         state = self.settings.state_dir
@@ -95,18 +99,26 @@ class Stream(threading.Thread):
         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"tv-live-{name}")
         delivery.pool = pool
         sender = _Sender(delivery, pool, self.finishing)
+        sending = True
         try:
             for event in self._tail():
-                if api.stop.is_set():
-                    break  # a request failed for good: the post-run delivery takes over
-                if event.get("event") == "session_start":
-                    builder.add(event)
-                    sender.start_launch()
-                elif sender.launch is not None:
-                    sender.items(builder.add(event))
+                # Every event goes into the launch, sent or not: it is handed over whole.
+                items = builder.add(event)
+                # A request that failed for good, or pytest's exit: the post-run delivery
+                # sends the rest.
+                sending = sending and not api.stop.is_set() and not self.finishing.is_set()
+                if not sending:
+                    continue
+                try:
+                    if event.get("event") == "session_start":
+                        sender.start_launch()
+                    elif sender.launch is not None:
+                        sender.items(items)
+                except _HandedOver:
+                    sending = False
                 delivery.maybe_save()
-        except _HandedOver:
-            pass
+            if self._read_whole:
+                self.launch = builder.launch
         finally:
             # What is queued is left to the post-run delivery, which sends it faster;
             # what is in flight may finish, for a while.
@@ -118,25 +130,28 @@ class Stream(threading.Thread):
             api.close()
 
     def _tail(self) -> Iterator[dict[str, Any]]:
-        """The journal's events as pytest writes them, until pytest has exited."""
+        """The journal's events as pytest writes them, to its end once pytest has exited."""
         while not self.journal.exists():
             if self.finishing.wait(POLL):
                 return
         rest = b""
         with self.journal.open("rb") as handle:
             while True:
+                # Looked at before reading: all pytest wrote before exiting is in the file.
+                exited = self.finishing.is_set()
                 chunk = handle.read(1 << 16)
                 if not chunk:
-                    # Once pytest has exited, the rest is the post-run delivery's.
-                    if self.finishing.wait(POLL):
-                        return
+                    if exited:
+                        break
+                    self.finishing.wait(POLL)
                     continue
                 *lines, rest = (rest + chunk).split(b"\n")
                 for line in lines:
                     if (event := parse_event(line)) is not None:
                         yield event
-                if self.finishing.is_set():
-                    return
+        if (event := parse_event(rest)) is not None:  # a last line without its newline
+            yield event
+        self._read_whole = True
 
 
 class _HandedOver(Exception):
@@ -209,10 +224,11 @@ class _Sender:
         return future
 
 
-def start(settings: Settings, run_dir: Path, run_id: str) -> Callable[[], None]:
+def start(settings: Settings, run_dir: Path, run_id: str) -> Callable[[], dict[str, Launch]]:
     """Stream the run to every enabled instance; returns the function that stops it.
 
-    Call the returned function once pytest has exited, before the post-run delivery.
+    Call the returned function once pytest has exited, before the post-run delivery, and
+    give that delivery the launches it returns.
     """
     streams = [
         Stream(settings, inst, run_dir, run_id)
@@ -222,11 +238,15 @@ def start(settings: Settings, run_dir: Path, run_id: str) -> Callable[[], None]:
     for stream in streams:
         stream.start()
 
-    def stop() -> None:
+    def stop() -> dict[str, Launch]:
+        """Stop streaming; the launches each stream built whole, by instance name."""
         for stream in streams:
             stream.finishing.set()
         deadline = time.monotonic() + GRACE + 5
         for stream in streams:
             stream.join(max(0.0, deadline - time.monotonic()))
+        return {
+            s.instance.name: s.launch for s in streams if s.launch is not None and not s.is_alive()
+        }
 
     return stop

@@ -41,13 +41,16 @@ def check_keys(s: Any) -> None:
         )
 
 
-def deliver_run(s: Any, run_id: str, run_dir: str) -> bool:
-    """Deliver a stored run to every enabled instance; print a line each. True if all ok."""
+def deliver_run(s: Any, run_id: str, run_dir: str, launches: dict[str, Any] | None = None) -> bool:
+    """Deliver a stored run to every enabled instance; print a line each. True if all ok.
+
+    ``launches``: the ones ``--live`` built, by instance (the rest is built from the journal).
+    """
     from pathlib import Path
 
     from testviper.reporter.deliver import deliver_all
 
-    results = deliver_all(s, run_id, Path(run_dir))
+    results = deliver_all(s, run_id, Path(run_dir), launches=launches or {})
     for result in results:
         print_result(result)
     return all(r.ok for r in results)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from testviper.reporter.launch import Launch
     from testviper.runner.run import Ingested
 
 
@@ -80,11 +81,14 @@ def run_(
         if not no_deliver:
             delivery.check_keys(s)  # before pytest starts: a missing key must not cost a run
 
+        launches: dict[str, Launch] = {}  # built while streaming, for the post-run delivery
+
         def stream(run_dir: "Path", run_id: str) -> "Callable[[], None]":
             # Imported here, once pytest is starting: the delivery code loads SQLAlchemy.
             from testviper.reporter import live as live_delivery
 
-            return live_delivery.start(s, run_dir, run_id)
+            stop = live_delivery.start(s, run_dir, run_id)
+            return lambda: launches.update(stop())
 
         live = (live or s.config.reportportal.live) and not no_deliver
         follow = stream if live else None
@@ -95,7 +99,7 @@ def run_(
     if not report(result) and code == 0:
         code = 2
     if not no_deliver:
-        delivered = delivery.deliver_run(s, result.run.id, result.run.run_dir)
+        delivered = delivery.deliver_run(s, result.run.id, result.run.run_dir, launches)
         if require_delivery and not delivered and code == 0:
             code = 1
     # Nothing below needs the run's objects: exempting them from the interpreter's
