@@ -113,6 +113,7 @@ def _start(
     }
     if starter is not None and starter.usable(secrets):
         try:
+            # The arguments after `python -m pytest`: the process is that already.
             return run_dir, meta, starter.launch(cmd[3:], settings.root, env)
         except OSError:
             pass  # it died before the request: start pytest the ordinary way

@@ -109,7 +109,7 @@ def prestart(explicit: str | None) -> Starter | None:
         proc = subprocess.Popen(
             [sys.executable, "-m", __name__, str(read)], pass_fds=(read,), env=env
         )
-    except OSError:
+    except (OSError, ValueError):  # ValueError: no pass_fds on this platform
         os.close(write)
         return None
     finally:
