@@ -1,13 +1,16 @@
-"""Helpers shared by the benchmark scripts: locating binaries and timing commands."""
+"""Helpers shared by the benchmark scripts: locating binaries, timing commands, work dirs."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +20,20 @@ BIN_DIR = Path(sys.executable).parent
 
 class CommandFailed(RuntimeError):
     """A timed command exited non-zero; the message carries the tail of its output."""
+
+
+@contextmanager
+def work_dir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A temporary directory for one benchmark's files, removed afterwards unless ``keep``
+    (``--keep``), when its path is printed instead."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def venv_bin(name: str) -> Path:

@@ -22,11 +22,10 @@ import random
 import shutil
 import sqlite3
 import sys
-import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from _timing import CommandFailed, bench_env, median, time_command, venv_bin
+from _timing import CommandFailed, bench_env, median, time_command, venv_bin, work_dir
 
 BACKUP_TARGET = 1.5
 RESTORE_TARGET = 2.0
@@ -112,62 +111,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="tv-bench-backup-"))
-    project = work / "proj"
-    (project / "src").mkdir(parents=True)
-    (project / "testviper.yaml").write_text(CONFIG)
-    db = project / ".testviper" / "history.sqlite"
-    db.parent.mkdir()
-    print(f"generating a {args.mb} MB history in {db} ...", flush=True)
-    generate_history(db, args.mb)
-    size = db.stat().st_size
-    print(f"history: {size / 1e6:.0f} MB")
+    with work_dir("tv-bench-backup-", args.keep) as work:
+        project = work / "proj"
+        (project / "src").mkdir(parents=True)
+        (project / "testviper.yaml").write_text(CONFIG)
+        db = project / ".testviper" / "history.sqlite"
+        db.parent.mkdir()
+        print(f"generating a {args.mb} MB history in {db} ...", flush=True)
+        generate_history(db, args.mb)
+        size = db.stat().st_size
+        print(f"history: {size / 1e6:.0f} MB")
 
-    tv, env = str(venv_bin("testviper")), bench_env()
-    files = ["testviper.yaml", ".testviper/history.sqlite"]
-    out = work / "out"
-    out.mkdir()
-    times: dict[str, list[float]] = {k: [] for k in ("tar_c", "backup", "tar_x", "restore")}
-    try:
-        for n in range(args.rounds + 1):  # round 0 is the warm-up
-            for p in out.iterdir():
-                p.unlink()
-            t_tar_c = time_command(["tar", "czf", out / "plain.tar.gz", *files], project, env)
-            t_backup = time_command([tv, "backup", "--dest", out], project, env)
-            archive = next(out.glob("testviper-backup-*.tar.gz"))
+        tv, env = str(venv_bin("testviper")), bench_env()
+        files = ["testviper.yaml", ".testviper/history.sqlite"]
+        out = work / "out"
+        out.mkdir()
+        times: dict[str, list[float]] = {k: [] for k in ("tar_c", "backup", "tar_x", "restore")}
+        try:
+            for n in range(args.rounds + 1):  # round 0 is the warm-up
+                for p in out.iterdir():
+                    p.unlink()
+                t_tar_c = time_command(["tar", "czf", out / "plain.tar.gz", *files], project, env)
+                t_backup = time_command([tv, "backup", "--dest", out], project, env)
+                archive = next(out.glob("testviper-backup-*.tar.gz"))
 
-            extract = work / "extract"
-            shutil.rmtree(extract, ignore_errors=True)
-            extract.mkdir()
-            t_tar_x = time_command(["tar", "xzf", out / "plain.tar.gz"], extract, env)
+                extract = work / "extract"
+                shutil.rmtree(extract, ignore_errors=True)
+                extract.mkdir()
+                t_tar_x = time_command(["tar", "xzf", out / "plain.tar.gz"], extract, env)
 
-            restored = work / "restored"
-            shutil.rmtree(restored, ignore_errors=True)
-            restored.mkdir()
-            t_restore = time_command([tv, "restore", archive], restored, env)
-            same = (restored / "testviper.yaml").read_bytes() == (
-                project / "testviper.yaml"
-            ).read_bytes()
-            if not same:
-                raise CommandFailed("restored config differs from the original")
-            label = "warm-up" if n == 0 else f"round {n}/{args.rounds}"
-            print(
-                f"{label}: tar czf {t_tar_c:.2f}s backup {t_backup:.2f}s | "
-                f"tar xzf {t_tar_x:.2f}s restore {t_restore:.2f}s",
-                flush=True,
-            )
-            if n:
-                for key, value in zip(times, (t_tar_c, t_backup, t_tar_x, t_restore), strict=True):
-                    times[key].append(value)
-    except CommandFailed as exc:
-        print(f"ERROR {exc}", file=sys.stderr)
-        print("RESULT backup_vs_tar ERROR (a command failed, see above)")
-        return 2
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+                restored = work / "restored"
+                shutil.rmtree(restored, ignore_errors=True)
+                restored.mkdir()
+                t_restore = time_command([tv, "restore", archive], restored, env)
+                same = (restored / "testviper.yaml").read_bytes() == (
+                    project / "testviper.yaml"
+                ).read_bytes()
+                if not same:
+                    raise CommandFailed("restored config differs from the original")
+                label = "warm-up" if n == 0 else f"round {n}/{args.rounds}"
+                print(
+                    f"{label}: tar czf {t_tar_c:.2f}s backup {t_backup:.2f}s | "
+                    f"tar xzf {t_tar_x:.2f}s restore {t_restore:.2f}s",
+                    flush=True,
+                )
+                if n:
+                    for key, value in zip(
+                        times, (t_tar_c, t_backup, t_tar_x, t_restore), strict=True
+                    ):
+                        times[key].append(value)
+        except CommandFailed as exc:
+            print(f"ERROR {exc}", file=sys.stderr)
+            print("RESULT backup_vs_tar ERROR (a command failed, see above)")
+            return 2
 
     m = {k: median(v) for k, v in times.items()}
     backup_ratio = m["backup"] / m["tar_c"]

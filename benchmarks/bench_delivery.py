@@ -35,11 +35,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -48,7 +46,7 @@ from typing import Any
 
 import psutil
 import yaml
-from _timing import REPO_ROOT, bench_env, median, venv_bin
+from _timing import REPO_ROOT, bench_env, median, venv_bin, work_dir
 from bench_ingest import make_run_dir
 from gen_suite import generate_suite
 
@@ -304,46 +302,41 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     env = bench_env() | {"RP_API_KEY": KEY}
-    work = Path(tempfile.mkdtemp(prefix="testviper-bench-delivery-"))
-    ok = True
-    try:
-        if not args.skip_run:
-            med = bench_run(args, work, env)
-            ratio = med["testviper_live"] / med["pytest_cov"]
-            after = med["testviper_run"] / med["pytest_cov"]
-            vs_agent = med["testviper_live"] / med["agent"]
-            run_ok = ratio <= RUN_RATIO and vs_agent < 1
-            ok &= run_ok
+    with work_dir("testviper-bench-delivery-", args.keep) as work:
+        ok = True
+        try:
+            if not args.skip_run:
+                med = bench_run(args, work, env)
+                ratio = med["testviper_live"] / med["pytest_cov"]
+                after = med["testviper_run"] / med["pytest_cov"]
+                vs_agent = med["testviper_live"] / med["agent"]
+                run_ok = ratio <= RUN_RATIO and vs_agent < 1
+                ok &= run_ok
+                print(
+                    f"RESULT delivery run_live_vs_pytest ratio={ratio:.2f} (target <= {RUN_RATIO}) "
+                    f"run_vs_pytest ratio={after:.2f} "
+                    f"run_live_vs_agent ratio={vs_agent:.2f} (target < 1.00) "
+                    f"testviper_live_median={med['testviper_live']:.2f}s "
+                    f"testviper_run_median={med['testviper_run']:.2f}s "
+                    f"pytest_cov_median={med['pytest_cov']:.2f}s agent_median={med['agent']:.2f}s "
+                    f"load={load()} {'PASS' if run_ok else 'FAIL'}"
+                )
+            sync_time, rss = bench_sync(args, work, env)
+            sync_ok, rss_ok = sync_time <= SYNC_SECONDS, rss <= RSS_MB
+            ok &= sync_ok and rss_ok
             print(
-                f"RESULT delivery run_live_vs_pytest ratio={ratio:.2f} (target <= {RUN_RATIO}) "
-                f"run_vs_pytest ratio={after:.2f} "
-                f"run_live_vs_agent ratio={vs_agent:.2f} (target < 1.00) "
-                f"testviper_live_median={med['testviper_live']:.2f}s "
-                f"testviper_run_median={med['testviper_run']:.2f}s "
-                f"pytest_cov_median={med['pytest_cov']:.2f}s agent_median={med['agent']:.2f}s "
-                f"load={load()} {'PASS' if run_ok else 'FAIL'}"
+                f"RESULT delivery sync_seconds={sync_time:.2f} (target <= {SYNC_SECONDS:g}) "
+                f"tests={args.journal_tests} instances=2 load={load()} "
+                f"{'PASS' if sync_ok else 'FAIL'}"
             )
-        sync_time, rss = bench_sync(args, work, env)
-        sync_ok, rss_ok = sync_time <= SYNC_SECONDS, rss <= RSS_MB
-        ok &= sync_ok and rss_ok
-        print(
-            f"RESULT delivery sync_seconds={sync_time:.2f} (target <= {SYNC_SECONDS:g}) "
-            f"tests={args.journal_tests} instances=2 load={load()} "
-            f"{'PASS' if sync_ok else 'FAIL'}"
-        )
-        print(
-            f"RESULT delivery peak_rss_mb={rss:.0f} (target <= {RSS_MB:g}) "
-            f"{'PASS' if rss_ok else 'FAIL'}"
-        )
-    except Failed as exc:
-        print(f"ERROR {exc}", file=sys.stderr)
-        print("RESULT delivery ERROR (a command failed, see above)")
-        return 2
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+            print(
+                f"RESULT delivery peak_rss_mb={rss:.0f} (target <= {RSS_MB:g}) "
+                f"{'PASS' if rss_ok else 'FAIL'}"
+            )
+        except Failed as exc:
+            print(f"ERROR {exc}", file=sys.stderr)
+            print("RESULT delivery ERROR (a command failed, see above)")
+            return 2
     return 0 if ok else 1
 
 

@@ -14,10 +14,8 @@ interleaved rounds; ratio of medians.
 import argparse
 import json
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -25,7 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import bench_env, median, venv_bin
+from _timing import bench_env, median, venv_bin, work_dir
 from gen_journal import write_coverage_json
 
 TARGET = 1.0
@@ -204,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=300)
     parser.add_argument("--keep", action="store_true", help="keep the generated repository")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="bench_gate_"))
-    try:
+    with work_dir("bench_gate_", args.keep) as work:
         root = build(work, args.runs, args.files)
         gate = [str(venv_bin("testviper")), "gate", "--base", "main", "--json", "gate.json"]
         diff_cover = [str(venv_bin("diff-cover")), "coverage.xml", "--compare-branch", "main"]
@@ -228,11 +225,6 @@ def main(argv: list[str] | None = None) -> int:
             f"patch={verdict['patch']['percent']:.1f}% {status}"
         )
         return 0 if ratio <= TARGET else 1
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

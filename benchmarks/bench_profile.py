@@ -15,12 +15,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
-from _timing import CommandFailed, interleaved, median, venv_bin
+from _timing import CommandFailed, interleaved, median, venv_bin, work_dir
 from gen_suite import generate_suite
 
 TARGET = 1.02
@@ -35,15 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated suite")
     args = parser.parse_args(argv)
 
-    suite = Path(tempfile.mkdtemp(prefix="testviper-bench-profile-"))
-    testviper = str(venv_bin("testviper"))
-    # Nothing is delivered by `profile`; `run` skips delivery too so only sampling differs.
-    commands = {
-        "run": [testviper, "run", "--no-deliver"],
-        "profile": [testviper, "profile"],
-    }
-    times: dict[str, list[float]] = {label: [] for label in commands}
-    try:
+    with work_dir("testviper-bench-profile-", args.keep) as suite:
+        testviper = str(venv_bin("testviper"))
+        # Nothing is delivered by `profile`; `run` skips delivery too so only sampling differs.
+        commands = {
+            "run": [testviper, "run", "--no-deliver"],
+            "profile": [testviper, "profile"],
+        }
+        times: dict[str, list[float]] = {label: [] for label in commands}
         generate_suite(suite, args.modules, args.tests_per_module)
         print(f"generated {args.modules * args.tests_per_module} tests in {suite}", flush=True)
         try:
@@ -52,11 +48,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ERROR {exc}", file=sys.stderr)
             print("RESULT profile_vs_run ERROR (a command failed, see above)")
             return 2
-    finally:
-        if args.keep:
-            print(f"kept suite in {suite}")
-        else:
-            shutil.rmtree(suite, ignore_errors=True)
 
     profile_median, run_median = median(times["profile"]), median(times["run"])
     ratio = profile_median / run_median

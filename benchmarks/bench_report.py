@@ -14,16 +14,14 @@ ratio of medians.
 
 import argparse
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import bench_env, median, venv_bin
+from _timing import bench_env, median, venv_bin, work_dir
 from gen_suite import module_source
 
 TARGET = 1.0
@@ -191,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=300)
     parser.add_argument("--keep", action="store_true", help="keep the generated project")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="bench_report_"))
-    try:
+    with work_dir("bench_report_", args.keep) as work:
         root = build(work, args.runs, args.tests, args.files)
         report = [str(venv_bin("testviper")), "report", "--days", "30", "--output", "out"]
         html = [str(venv_bin("coverage")), "html", "-d", "htmlcov"]
@@ -218,11 +215,6 @@ def main(argv: list[str] | None = None) -> int:
             f"report_files={len(written)} {status}"
         )
         return 0 if ratio <= TARGET else 1
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

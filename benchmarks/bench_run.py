@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
-from _timing import REPO_ROOT, CommandFailed, interleaved, median, venv_bin
+from _timing import REPO_ROOT, CommandFailed, interleaved, median, venv_bin, work_dir
 from gen_suite import generate_suite
 
 TARGET = 1.05
@@ -48,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated suite")
     args = parser.parse_args(argv)
 
-    suite = Path(tempfile.mkdtemp(prefix="testviper-bench-run-"))
-    try:
+    with work_dir("testviper-bench-run-", args.keep) as suite:
         generate_suite(suite, args.modules, args.tests_per_module)
         total = args.modules * args.tests_per_module
         print(f"generated {total} tests in {suite}", flush=True)
@@ -66,11 +62,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ERROR {exc}", file=sys.stderr)
             print("RESULT run_vs_pytest ERROR (a command failed, see above)")
             return 2
-    finally:
-        if args.keep:
-            print(f"kept suite in {suite}")
-        else:
-            shutil.rmtree(suite, ignore_errors=True)
 
     run_median = median(times["inv_run"])
     pytest_median = median(times["pytest"])
