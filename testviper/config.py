@@ -33,11 +33,10 @@ from pydantic import (
     field_validator,
 )
 
-from testviper.config_file import DEFAULT_KEY_ENV, find_config, read_yaml
+from testviper.config_file import DEFAULT_KEY_ENV, ENV_NAME, find_config, read_yaml
 from testviper.errors import UserError
 
 GLOB_CHARS = re.compile(r"[*?\[]")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DB_URL = re.compile(r"^[\w+]+://")  # the scheme part of SQLAlchemy's URL syntax
 URL_PASSWORD = re.compile(r"^([\w+]+://[^:/@]*):[^@]*@")
 

@@ -5,6 +5,7 @@ it loads pydantic (see ``testviper.runner.starter``).
 """
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from testviper.errors import UserError
 CONFIG_NAME = "testviper.yaml"
 CONFIG_ENV = "TESTVIPER_CONFIG"
 DEFAULT_KEY_ENV = "RP_API_KEY"  # an instance's api_key_env when the file names none
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # what may name an environment variable
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:

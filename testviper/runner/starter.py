@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ENV_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-
 
 @dataclass
 class Starter:
@@ -75,6 +73,8 @@ class Starter:
 
 def guessed_secrets(raw: Any, default: str) -> set[str]:
     """Every string in the raw config that names a set environment variable, and ``default``."""
+    from testviper.config_file import ENV_NAME
+
     found = {default}
     stack = [raw]
     while stack:
@@ -83,7 +83,7 @@ def guessed_secrets(raw: Any, default: str) -> set[str]:
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
-        elif isinstance(value, str) and value and set(value) <= ENV_NAME_CHARS:
+        elif isinstance(value, str) and ENV_NAME.match(value):
             found.add(value)
     return {name for name in found if name in os.environ}
 

@@ -50,7 +50,7 @@ def deliver_run(s: Any, run_id: str, run_dir: str, launches: dict[str, Any] | No
 
     from testviper.reporter.deliver import deliver_all
 
-    results = deliver_all(s, run_id, Path(run_dir), launches=launches or {})
+    results = deliver_all(s, run_id, Path(run_dir), launches=launches)
     for result in results:
         print_result(result)
     return all(r.ok for r in results)

@@ -55,7 +55,7 @@ def rotate_keys(
     if stdin and from_env:
         raise UserError("give --stdin or --from-env, not both")
     if from_env:
-        from testviper.config import ENV_NAME
+        from testviper.config_file import ENV_NAME
 
         if not ENV_NAME.match(from_env):
             raise UserError(
