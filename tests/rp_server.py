@@ -25,6 +25,7 @@ import email.utils
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid as uuidlib
@@ -408,6 +409,8 @@ class RPServer:
         record_bodies: bool = True,
         extra_issue_types: dict[str, list[dict]] | None = None,
         api_key_endpoints: bool = True,
+        tls: ssl.SSLContext | None = None,
+        keep_alive_max: int | None = None,
     ):
         self._lock = threading.RLock()
         self.api_keys: set[str] = set(api_keys)
@@ -415,6 +418,10 @@ class RPServer:
         self.version = version
         self.user = user
         self.record_bodies = record_bodies
+        # https with this server context; None: plain http.
+        self.tls = tls
+        # Close a connection after this many answers, as nginx's keepalive_requests does.
+        self.keep_alive_max = keep_alive_max
         self._port = port
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -450,7 +457,7 @@ class RPServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._port}"
 
     @property
     def running(self) -> bool:
@@ -464,6 +471,8 @@ class RPServer:
             self._stopping.clear()
             handler = type("Handler", (_Handler,), {"rp": self})
             self._httpd = _HTTPServer(("127.0.0.1", self._port), handler)
+            if self.tls is not None:  # the handshake happens as a connection is accepted
+                self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
             self._port = self._httpd.server_address[1]
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever,
@@ -1823,6 +1832,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: Any) -> None:
         body = json.dumps(payload).encode()
+        self.answered = getattr(self, "answered", 0) + 1
+        if self.rp.keep_alive_max and self.answered >= self.rp.keep_alive_max:
+            self.close_connection = True
         head = (
             f"HTTP/1.1 {status} {_PHRASES.get(status, 'Status')}\r\n"
             f"Server: {self.server_version}\r\n"

@@ -447,7 +447,7 @@ def test_entry_being_delivered_elsewhere_is_left_alone(
 def test_connection_closed_while_idle_is_replaced() -> None:
     """A kept-alive connection the server dropped meanwhile (restart, idle timeout) costs
     no attempt: the request goes out again at once on a new connection."""
-    from testviper.reporter.deliver import Api
+    from testviper.reporter.api import Api
 
     with RPServer(api_keys=(KEY_A,)) as rp:
         inst = Instance(name="a", endpoint=rp.url, project="proj", retries=0)

@@ -1,4 +1,4 @@
-"""deliver.Connection reads ReportPortal's answers itself (http.client's header parsing
+"""api.Connection reads ReportPortal's answers itself (http.client's header parsing
 was a third of a large sync's CPU): every shape of HTTP/1.x answer, from a real socket."""
 
 import contextlib
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from testviper.reporter.deliver import Connection
+from testviper.reporter.api import Connection
 
 REQUEST = b"GET /api/info HTTP/1.1\r\nHost: x\r\n\r\n"
 

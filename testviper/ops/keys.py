@@ -98,7 +98,7 @@ class Server:
 
     def request(self, method: str, path: str, key: str) -> tuple[int, dict[str, Any]]:
         """Status and JSON body; KeyRejected (exit 1) when the server cannot be reached."""
-        from testviper.reporter.deliver import Api, DeliveryError, TransportError, _json
+        from testviper.reporter.api import Api, DeliveryError, TransportError, _json
 
         api = self.apis.get(key)
         if api is None:

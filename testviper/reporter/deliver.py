@@ -9,71 +9,48 @@ concurrently; a test is started and finished in the same task), send the logs in
 multipart batches, finish suites deepest first, finish the launch last. A parent is
 never finished before its children, the launch never before its items.
 
-Requests go to the synchronous v1 API over keep-alive connections (``http.client``),
-from a pool of worker threads, not through ``reportportal-client``: client 5.7.12 never
-sends a launch or log ``uuid``, so a replay would duplicate every log and could not
-resume a launch; it reports through v2, where business-rule errors are dropped silently; it
-swallows errors instead of reporting them, and sleeps 3 s before finishing a launch.
-v1 answers truthfully, and the idempotent UUIDs make concurrency and retries safe.
-
-Retries: connection errors and 408/425/429/5xx are retried with capped exponential
-backoff, up to ``instance.retries`` times. A start that got a 5xx or no answer is first
-looked up by UUID (it may have been saved): found means done. 400/401/403/404/406 are
-never retried; 401/403 stop the instance's delivery as "API key rejected". A deadline
-over the whole delivery keeps a hanging server from blocking forever.
+Requests go to the v1 API (``api.Api``: connections, retries, the deadline). The many
+item and log requests of a level go out over a few kept-alive connections at once from
+one thread (``multiplex.Multiplexer``); a request that does not simply succeed is handed,
+with its answer, to a worker thread that retries and judges it as ``Api.perform`` does.
 
 Progress (the steps done) is kept in the instance's outbox file, so what is not
 delivered now is completed by ``inv sync`` later, from where it stopped.
 """
 
-import contextlib
-import http.client
 import json
-import socket
-import ssl
-import struct
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
-from urllib.parse import quote
+from typing import Any
 
 from testviper.config import Instance, Settings, warn_insecure
 from testviper.reporter import outbox
+from testviper.reporter.api import (
+    BOUNDARY,
+    Api,
+    Call,
+    DeliveryError,
+    Response,
+)
 from testviper.reporter.launch import Item, Launch, Log, attribute, build_launch
 from testviper.reporter.masking import Masker, masker_for
+from testviper.reporter.multiplex import Multiplexer, Steps, advance
 from testviper.runner.journal import iter_events
 
-WORKERS = 16
+WORKERS = 16  # threads: a live stream's, and the fallback's of a multiplexed level
+# Requests in flight per instance: on a 2-core machine with the test server, a 10,000-test
+# sync took 5.6 s with 16, 4.4 s with 32, 4.3 s with 48 and 4.6 s with 64.
+CONNECTIONS = 48
 LOG_BATCH = 50  # entries per multipart request
 LOG_BATCH_BYTES = 4 * 1024 * 1024  # far below RP's 64/128 MB and common proxy limits
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 507})
-NEVER_RETRY = frozenset({400, 401, 403, 404, 406})
-BACKOFF, BACKOFF_CAP = 0.25, 8.0
 SAVE_EVERY = 1.0  # seconds between outbox writes while a level is in progress
-FINISH_LAUNCH_NOT_ALLOWED = 40023  # "already finished": a replayed finish is done
 # Outbox step: the live stream started the launch, without the coverage attributes.
 LIVE_START = "launch:live"
-BOUNDARY = "testviper-log-batch-7d1f0a2b3c4d"  # JSON-escaped text cannot contain CRLF--
-# What a kept-alive connection closed by the server meanwhile fails with.
-STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-# One encoder for every request body: json.dumps builds a new one per call.
-_encode = json.JSONEncoder().encode
-MAX_LINE, MAX_HEADERS = 65536, 100  # http.client's limits on an answer's head
-READ_SIZE = 65536
-
-
-class DeliveryError(Exception):
-    """Why a delivery stopped. ``permanent``: retrying as is will not help (key, 4xx)."""
-
-    def __init__(self, reason: str, permanent: bool = False) -> None:
-        super().__init__(reason)
-        self.reason, self.permanent = reason, permanent
 
 
 @dataclass
@@ -99,395 +76,6 @@ def iso(ts: float) -> str:
 
 def default_deadline(instance: Instance) -> float:
     return max(300.0, 4 * instance.timeout * (instance.retries + 1))
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-class Response(NamedTuple):
-    status: int
-    reason: str
-    data: bytes
-
-
-class TransportError(Exception):
-    """No HTTP answer. ``sent``: the request may have reached the server (it could not if
-    the connection failed); ``timeout``: the server did not answer in time."""
-
-    def __init__(self, detail: str, *, sent: bool, timeout: bool = False) -> None:
-        super().__init__(detail)
-        self.detail, self.sent, self.timeout = detail, sent, timeout
-
-
-class Connection:
-    """One kept-alive connection. ``http.client`` opens it (TLS, proxy tunnel); requests
-    are written and answers read here: ``http.client`` parses every answer's headers with
-    the ``email`` package and wraps the socket in a new reader per answer, which together
-    cost a third of a large sync's CPU. One buffer per connection, a plain header dict.
-
-    The socket stays in blocking mode and its timeout is the kernel's (``SO_RCVTIMEO``,
-    ``SO_SNDTIMEO``): a Python socket timeout puts a ``poll`` before every send and
-    receive, and with many threads each extra system call is another hand-over of the
-    GIL. A receive or send that times out raises ``TimeoutError``, as before.
-    """
-
-    def __init__(self, conn: http.client.HTTPConnection) -> None:
-        self.conn, self.sock = conn, conn.sock
-        self.buffer = bytearray()
-        self.timeout: float | None = None
-        self.sock.settimeout(None)
-        self.set_timeout(conn.timeout)
-
-    def set_timeout(self, timeout: float) -> None:
-        # Two system calls each time: usually the timeout is the instance's, unchanged.
-        if timeout != self.timeout:
-            seconds = max(timeout, 0.001)
-            value = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-            self.timeout = timeout
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def exchange(self, request: bytes) -> tuple[int, str, bytes, bool]:
-        """Send ``request``; return the answer's status, reason, body and whether the
-        server closes the connection after it. Malformed answers raise ``HTTPException``
-        or ``ValueError``."""
-        try:
-            self.sock.sendall(request)
-        except (BlockingIOError, ssl.SSLWantWriteError):
-            raise TimeoutError("send timed out") from None
-        while True:  # a "100 Continue" is followed by the real answer
-            line = self._line()
-            if not line:
-                raise http.client.RemoteDisconnected("Remote end closed connection")
-            version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
-            code, _, reason = rest.partition(" ")
-            if not version.startswith("HTTP/") or len(code) != 3 or not code.isdigit():
-                raise http.client.BadStatusLine(line.decode("latin-1"))
-            headers = self._headers()
-            status = int(code)
-            if status != 100:
-                break
-        connection = headers.get(b"connection", b"").lower()
-        close = b"close" in connection or (
-            version == "HTTP/1.0" and b"keep-alive" not in connection
-        )
-        if status < 200 or status in (204, 304):
-            data = b""
-        elif b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-            data = self._chunked()
-        elif b"content-length" in headers:
-            length = int(headers[b"content-length"])
-            data = self._read(length)
-            if len(data) < length:
-                raise http.client.IncompleteRead(data, length - len(data))
-        else:  # the body ends with the connection
-            data, close = self._read(None), True
-        return status, reason.strip(), data, close
-
-    def _fill(self) -> bool:
-        """Receive what has arrived into the buffer; False at the end of the stream."""
-        try:
-            chunk = self.sock.recv(READ_SIZE)
-        except (BlockingIOError, ssl.SSLWantReadError):
-            raise TimeoutError("receive timed out") from None
-        self.buffer += chunk
-        return bool(chunk)
-
-    def _read(self, size: int | None) -> bytes:
-        """``size`` bytes (fewer if the stream ends first), or all until the end."""
-        while (size is None or len(self.buffer) < size) and self._fill():
-            pass
-        size = len(self.buffer) if size is None else size
-        data = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return data
-
-    def _line(self) -> bytes:
-        start = 0
-        while (end := self.buffer.find(b"\n", start)) < 0:
-            if len(self.buffer) > MAX_LINE:
-                raise http.client.LineTooLong("answer line")
-            start = len(self.buffer)
-            if not self._fill():  # the stream ended: what is left, maybe nothing
-                return self._read(len(self.buffer))
-        if end >= MAX_LINE:
-            raise http.client.LineTooLong("answer line")
-        return self._read(end + 1)
-
-    def _headers(self) -> dict[bytes, bytes]:
-        """The header block, names lower-cased; left as bytes: only three are looked at."""
-        headers: dict[bytes, bytes] = {}
-        for _ in range(MAX_HEADERS + 1):
-            line = self._line()
-            if line in (b"\r\n", b"\n", b""):
-                return headers
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        raise http.client.HTTPException(f"more than {MAX_HEADERS} headers")
-
-    def _chunked(self) -> bytes:
-        chunks = []
-        while size := int(self._line().split(b";", 1)[0], 16):
-            chunk = self._read(size + 2)  # the chunk and its CRLF
-            if len(chunk) < size + 2:
-                raise http.client.IncompleteRead(b"".join(chunks))
-            chunks.append(chunk[:size])
-        self._headers()  # trailers, unused
-        return b"".join(chunks)
-
-
-class Api:
-    """The v1 reporting API of one instance: keep-alive connections, timeouts, retries, a
-    deadline.
-
-    Plain sockets on persistent connections (each worker thread takes an idle one or
-    opens one, see ``Connection``) rather than urllib3 or ``requests``: measured on
-    loopback, a request through ``http.client`` costs about 0.1 ms of CPU instead of
-    0.23 ms (urllib3) or 0.44 ms (requests), less again without its answer parsing, and
-    that CPU is most of a large delivery's time. No netrc, no environment credentials: the
-    key goes in the Authorization header only. HTTP(S)_PROXY/NO_PROXY are honoured.
-    """
-
-    def __init__(self, instance: Instance, key: str, deadline: float, masker: Masker) -> None:
-        from urllib.parse import urlsplit
-
-        self.instance = instance
-        self.masker = masker
-        parts = urlsplit(instance.endpoint)
-        self.tls = _tls_context(instance) if parts.scheme == "https" else None
-        self.host, self.port = parts.hostname or "", parts.port
-        self.proxy = _proxy(parts)
-        # Through a plain HTTP proxy the request line carries the absolute URL.
-        origin = f"{parts.scheme}://{parts.netloc}" if self.proxy and not self.tls else ""
-        self.root = origin + parts.path.rstrip("/")
-        self.base = f"{self.root}/api/v1/{quote(instance.project, safe='')}"
-        # What http.client would send: the target's Host (also through a proxy or tunnel).
-        self.host_header = parts.netloc.rpartition("@")[2]
-        self.headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        # deque's append and pop are thread-safe (documented): no lock, no lock contention.
-        self.idle: deque[Connection] = deque()
-        self.deadline_at = time.monotonic() + deadline
-        self.deadline = deadline
-        self.stop = threading.Event()
-
-    def close(self) -> None:
-        while self.idle:
-            with contextlib.suppress(IndexError):  # another thread took the last one
-                self.idle.pop().close()
-
-    def _remaining(self) -> float:
-        remaining = self.deadline_at - time.monotonic()
-        if remaining <= 0:
-            raise DeliveryError(
-                f"instance {self.instance.name} did not complete within the delivery deadline "
-                f"({self.deadline:g} s)"
-            )
-        return remaining
-
-    def _open(self, timeout: float) -> Connection:
-        host, port = self.proxy or (self.host, self.port)
-        conn: http.client.HTTPConnection
-        if self.tls is not None:
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self.tls)
-            if self.proxy:
-                conn.set_tunnel(self.host, self.port)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        try:
-            conn.connect()
-        except ssl.SSLError as exc:
-            raise DeliveryError(
-                f"TLS error talking to {self.instance.endpoint}: {self._short(exc)}", True
-            ) from None
-        except TimeoutError:
-            raise TransportError("timed out", sent=False, timeout=True) from None
-        except OSError as exc:
-            raise TransportError(self._short(exc), sent=False) from None
-        return Connection(conn)
-
-    def _send(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        content_type: str | None,
-        root: bool = False,
-    ) -> Response:
-        timeout = min(self.instance.timeout, self._remaining())
-        lines = [f"{method} {(self.root if root else self.base) + path} HTTP/1.1"]
-        lines.append(f"Host: {self.host_header}")
-        lines.append("Accept-Encoding: identity")
-        lines.extend(f"{name}: {value}" for name, value in self.headers.items())
-        if content_type:
-            lines.append(f"Content-Type: {content_type}")
-        if body is not None or method in ("POST", "PUT"):
-            lines.append(f"Content-Length: {len(body or b'')}")
-        if "\r" in (text := "".join(lines)) or "\n" in text:
-            # A key or path with a line break would inject headers (http.client refused it).
-            raise DeliveryError(f"a line break in a request to {self.instance.name}", True)
-        request = "\r\n".join((*lines, "", "")).encode("latin-1") + (body or b"")
-        try:
-            conn: Connection | None = self.idle.pop()
-        except IndexError:
-            conn = None
-        if conn is not None:
-            try:
-                return self._exchange(conn, request, timeout, reused=True)
-            except STALE:
-                # Closed by the server while idle: once more on a new connection (every
-                # request is idempotent: the UUIDs make it so).
-                pass
-        return self._exchange(self._open(timeout), request, timeout, reused=False)
-
-    def _exchange(self, conn: Connection, request: bytes, timeout: float, reused: bool) -> Response:
-        """One request and its answer on ``conn``, which is kept for reuse if it can be."""
-        try:
-            conn.set_timeout(timeout)
-            status, reason, data, close = conn.exchange(request)
-        except TimeoutError:
-            conn.close()
-            raise TransportError("timed out", sent=True, timeout=True) from None
-        except ssl.SSLError as exc:
-            conn.close()
-            raise DeliveryError(
-                f"TLS error talking to {self.instance.endpoint}: {self._short(exc)}", True
-            ) from None
-        except (http.client.HTTPException, OSError, ValueError) as exc:
-            conn.close()
-            if reused and isinstance(exc, STALE):
-                raise
-            raise TransportError(self._short(exc), sent=True) from None
-        if close:
-            conn.close()
-        else:
-            self.idle.append(conn)
-        return Response(status, reason, data)
-
-    def request(self, method: str, path: str, *, root: bool = False) -> Response:
-        """One attempt, no retry: the raw response; ``TransportError`` without one.
-        ``root``: ``path`` is under the server (``/api/info``), not the project."""
-        return self._send(method, path, None, None, root)
-
-    def exists(self, path: str) -> bool:
-        try:
-            return self._send("GET", path, None, None).status == 200
-        except (TransportError, DeliveryError):
-            return False
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        what: str,
-        *,
-        body: Any = None,
-        multipart: bytes | None = None,
-        exists: str | None = None,
-        finished_ok: bool = False,
-        answer: bool = True,
-    ) -> dict[str, Any]:
-        """Send one request (JSON ``body`` or a ``multipart`` log batch); return its JSON.
-
-        ``answer=False``: the caller ignores a successful answer, so it is not parsed (an
-        item's start and finish, twice per test)."""
-        name = self.instance.name
-        endpoint = self.instance.endpoint
-        payload: bytes | None
-        content_type: str | None
-        if multipart is not None:
-            payload, content_type = multipart, f"multipart/form-data; boundary={BOUNDARY}"
-        elif body is None:  # a GET or DELETE without a body
-            payload, content_type = None, None
-        else:
-            payload, content_type = _encode(body).encode(), "application/json"
-        last = ""
-        attempts = self.instance.retries + 1
-        for attempt in range(attempts):
-            if attempt:
-                delay = min(BACKOFF * 2 ** (attempt - 1), BACKOFF_CAP)
-                if self.stop.wait(min(delay, self._remaining())):
-                    raise DeliveryError(f"delivery to {name} stopped")
-            try:
-                resp = self._send(method, path, payload, content_type)
-            except TransportError as exc:
-                if not exc.sent:
-                    last = f"cannot connect to {endpoint} ({exc.detail})"
-                    continue
-                if exc.timeout:
-                    last = f"no answer from {endpoint} (timeout {self.instance.timeout:g} s)"
-                else:  # reset, broken pipe, bad answer
-                    last = f"connection to {endpoint} failed ({exc.detail})"
-            else:
-                status = resp.status
-                if 200 <= status < 300:
-                    return _json(resp.data) if answer else {}
-                data = _json(resp.data)
-                message = self._message(data, resp)
-                if status in (401, 403):
-                    raise DeliveryError(
-                        f"API key rejected by instance {name} (HTTP {status}: {message})", True
-                    )
-                if (
-                    finished_ok
-                    and status == 406
-                    and data.get("errorCode") == FINISH_LAUNCH_NOT_ALLOWED
-                ):
-                    return {}
-                if status in NEVER_RETRY or (status not in RETRY_STATUSES and status < 500):
-                    raise DeliveryError(
-                        f"instance {name} rejected {what}: HTTP {status}: {message}", True
-                    )
-                last = f"HTTP {status} from {endpoint}: {message}"
-            # No answer, or an error answer: the request may have been processed anyway.
-            if exists and self.exists(exists):
-                return {}  # it was; only its answer was lost
-        raise DeliveryError(f"{last} (gave up after {attempts} attempts at {what})")
-
-    def _short(self, exc: Exception) -> str:
-        text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        return self.masker(" ".join(str(text).split()))[:200]
-
-    def _message(self, data: dict[str, Any], resp: Response) -> str:
-        text = str(data.get("message") or "") or resp.data.decode("utf-8", "replace")
-        text = " ".join(text.split())[:200] or resp.reason or "no message"
-        return self.masker(text)
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _tls_context(instance: Instance) -> ssl.SSLContext:
-    if not instance.verify_ssl:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    try:
-        import certifi
-
-        return ssl.create_default_context(cafile=certifi.where())
-    except ImportError:
-        return ssl.create_default_context()
-
-
-def _proxy(parts: Any) -> tuple[str, int | None] | None:
-    """The environment's proxy for the endpoint, unless NO_PROXY exempts its host."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
-        return None
-    found = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    return found.hostname or "", found.port
 
 
 # --------------------------------------------------------------------------- delivery
@@ -537,19 +125,19 @@ class Delivery:
                 self.save()
             for level in levels:
                 self.parallel(
-                    self.item_task(item)
+                    self.item_steps(item)
                     for item in level
                     if not self.done(f"{item.uuid}:start")
                     or (item.type == "STEP" and not self.done(f"{item.uuid}:finish"))
                 )
             self.parallel(
-                self.log_task(batch_id, batch)
+                self.log_steps(batch_id, batch)
                 for batch_id, batch in _batches(launch.items)
                 if not self.done(batch_id)
             )
             for level in reversed(levels):
                 self.parallel(
-                    self.finish_task(item)
+                    self.finish_steps(item)
                     for item in level
                     if item.type != "STEP" and not self.done(f"{item.uuid}:finish")
                 )
@@ -557,34 +145,37 @@ class Delivery:
                 self.finish_launch()
                 self.mark("launch:finish")
 
-    def parallel(self, tasks: Iterable[Callable[[], None]]) -> None:
-        """Run ``tasks`` on the pool; on the first failure stop the rest and raise it."""
-        # Each worker takes the next task itself from a deque (its pops are thread-safe
-        # without a lock): no future per task, and this thread does not wake for every
-        # finished request to hand out the next one (with tens of thousands of requests,
-        # those hand-offs cost as much CPU as the requests did).
-        pending = deque(tasks)
-        if not pending:
-            return
+    def parallel(self, tasks: Iterable[Steps]) -> None:
+        """Run ``tasks`` concurrently; on the first failure stop the rest and raise it."""
+        handed: list[Future[None]] = []
 
-        def work() -> None:
-            while True:
-                try:
-                    task = pending.popleft()
-                except IndexError:
-                    return
-                self.guard(task)
-                self.maybe_save()
+        def fallback(steps: Steps, call: Call, first: Response | Exception | None) -> Future[None]:
+            handed.append(self.pool.submit(self.guard, lambda: self.drive(steps, call, first)))
+            return handed[-1]
 
-        for worker in [self.pool.submit(work) for _ in range(WORKERS)]:
-            worker.result()
+        Multiplexer(self.api, CONNECTIONS, WORKERS, fallback, self.maybe_save).run(tasks)
+        for future in handed:
+            future.result()
         self.save()
         if self.error is not None:
             raise self.error
 
+    def drive(
+        self, steps: Steps, call: Call | None = None, first: Response | Exception | None = None
+    ) -> None:
+        """Run (the rest of) a task on this thread, each request through ``Api.perform``:
+        ``call`` is the request it is at, ``first`` what became of it so far."""
+        if call is None:
+            call = advance(steps, None)
+        while call is not None and not self.api.stop.is_set():
+            call = advance(steps, self.api.perform(call, first))
+            first = None
+        steps.close()
+        self.maybe_save()
+
     def maybe_save(self) -> None:
         now = time.monotonic()
-        with self.lock:  # workers call this too: one of them saves
+        with self.lock:  # several threads call this: one of them saves
             if now - self.saved_at <= SAVE_EVERY:
                 return
             self.saved_at = now
@@ -630,25 +221,23 @@ class Delivery:
             "POST", "/launch", "the launch start", body=body, exists=f"/launch/uuid/{launch.uuid}"
         )
 
-    def item_task(self, item: Item) -> Callable[[], None]:
-        def task() -> None:
-            if not self.done(f"{item.uuid}:start"):
-                self.start_item(item)
-                self.mark(f"{item.uuid}:start")
-            if item.type == "STEP" and not self.api.stop.is_set():
-                self.finish_item(item)
-                self.mark(f"{item.uuid}:finish")
-
-        return task
-
-    def finish_task(self, item: Item) -> Callable[[], None]:
-        def task() -> None:
-            self.finish_item(item)
+    def item_steps(self, item: Item) -> Steps:
+        """Start an item; finish it at once if it is a test."""
+        if not self.done(f"{item.uuid}:start"):
+            yield self.start_item(item)
+            self.mark(f"{item.uuid}:start")
+        if item.type == "STEP":
+            yield self.finish_item(item)
             self.mark(f"{item.uuid}:finish")
 
-        return task
+    def finish_steps(self, item: Item) -> Steps:
+        yield self.finish_item(item)
+        self.mark(f"{item.uuid}:finish")
 
-    def start_item(self, item: Item) -> None:
+    def item_task(self, item: Item) -> Callable[[], None]:
+        return lambda: self.drive(self.item_steps(item))
+
+    def start_item(self, item: Item) -> Call:
         body: dict[str, Any] = {
             "name": item.name[:1024],
             "startTime": iso(item.start),
@@ -668,56 +257,50 @@ class Delivery:
         if item.attributes:
             body["attributes"] = self.mask.attributes(item.attributes)[:256]
         path = f"/item/{item.parent_uuid}" if item.parent_uuid else "/item"
-        self.api.call(
-            "POST",
-            path,
-            f"the start of '{item.name}'",
-            body=body,
-            exists=f"/item/uuid/{item.uuid}",
-            answer=False,
-        )
+        what = f"the start of '{item.name}'"
+        return Call("POST", path, what, body, exists=f"/item/uuid/{item.uuid}", answer=False)
 
-    def finish_item(self, item: Item) -> None:
+    def finish_item(self, item: Item) -> Call:
         body: dict[str, Any] = {"endTime": iso(item.end), "launchUuid": self.launch.uuid}
         if item.status:
             body["status"] = item.status
         if item.issue:
             body["issue"] = item.issue
         what = f"the finish of '{item.name}'"
-        self.api.call("PUT", f"/item/{item.uuid}", what, body=body, answer=False)
+        return Call("PUT", f"/item/{item.uuid}", what, body, answer=False)
+
+    def log_steps(self, batch_id: str, batch: list[Log]) -> Steps:
+        elements = [
+            {
+                "uuid": log.uuid,
+                "launchUuid": self.launch.uuid,
+                "itemUuid": log.item_uuid,
+                "time": iso(log.time),
+                "level": log.level,
+                "message": self.mask(log.message),
+            }
+            for log in batch
+        ]
+        body = (
+            f"--{BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="json_request_part"\r\n'
+            "Content-Type: application/json\r\n\r\n"
+        ).encode()
+        body += json.dumps(elements).encode() + f"\r\n--{BOUNDARY}--\r\n".encode()
+        data = yield Call("POST", "/log", f"{len(batch)} logs", multipart=body)
+        rejected = [r for r in data.get("responses") or [] if not r.get("id")]
+        if rejected:
+            # Per-element rejections are business-rule errors (resending cannot fix
+            # them) or, on a replay, logs saved by an earlier attempt.
+            with self.lock:
+                self.warnings.append(
+                    f"{len(rejected)} of {len(batch)} logs not saved by "
+                    f"{self.api.instance.name}: {self.mask(str(rejected[0].get('message')))}"
+                )
+        self.mark(batch_id)
 
     def log_task(self, batch_id: str, batch: list[Log]) -> Callable[[], None]:
-        def task() -> None:
-            elements = [
-                {
-                    "uuid": log.uuid,
-                    "launchUuid": self.launch.uuid,
-                    "itemUuid": log.item_uuid,
-                    "time": iso(log.time),
-                    "level": log.level,
-                    "message": self.mask(log.message),
-                }
-                for log in batch
-            ]
-            body = (
-                f"--{BOUNDARY}\r\n"
-                'Content-Disposition: form-data; name="json_request_part"\r\n'
-                "Content-Type: application/json\r\n\r\n"
-            ).encode()
-            body += json.dumps(elements).encode() + f"\r\n--{BOUNDARY}--\r\n".encode()
-            data = self.api.call("POST", "/log", f"{len(batch)} logs", multipart=body)
-            rejected = [r for r in data.get("responses") or [] if not r.get("id")]
-            if rejected:
-                # Per-element rejections are business-rule errors (resending cannot fix
-                # them) or, on a replay, logs saved by an earlier attempt.
-                with self.lock:
-                    self.warnings.append(
-                        f"{len(rejected)} of {len(batch)} logs not saved by "
-                        f"{self.api.instance.name}: {self.mask(str(rejected[0].get('message')))}"
-                    )
-            self.mark(batch_id)
-
-        return task
+        return lambda: self.drive(self.log_steps(batch_id, batch))
 
 
 def _levels(items: list[Item]) -> list[list[Item]]:

@@ -29,10 +29,10 @@ from typing import Any
 
 from testviper.config import Instance, Settings
 from testviper.reporter import outbox
+from testviper.reporter.api import Api
 from testviper.reporter.deliver import (
     LIVE_START,
     WORKERS,
-    Api,
     Delivery,
     LogBatcher,
     launch_attributes,

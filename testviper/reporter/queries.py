@@ -1,6 +1,6 @@
 """Ask ReportPortal instances questions: are they usable, what launches do they hold.
 
-Everything goes through ``deliver.Api`` (keep-alive connections per instance, the key in the
+Everything goes through ``api.Api`` (keep-alive connections per instance, the key in the
 Authorization header only, timeouts bounded by a deadline): there is one HTTP layer.
 
 ``check_instance`` answers "can a delivery to this instance work?": ``GET /api/info``
@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from testviper.config import Instance, Settings
 from testviper.errors import UserError
-from testviper.reporter.deliver import Api, DeliveryError, TransportError, _json
+from testviper.reporter.api import Api, DeliveryError, TransportError, _json
 from testviper.reporter.masking import Masker, masker_for
 
 PAGE_SIZE = 100  # launches per listing request

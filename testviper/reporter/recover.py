@@ -22,7 +22,7 @@ For every finished launch started in the window (``GET /launch``, paged, oldest 
 
 A run already in history is skipped, so importing again adds nothing. The instance's
 ``deliveries`` row for an imported run says ``delivered`` with the launch's UUID.
-Everything goes through ``deliver.Api``: there is one HTTP layer.
+Everything goes through ``api.Api``: there is one HTTP layer.
 """
 
 import uuid
@@ -35,7 +35,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 
 from testviper.config import Instance, Settings
-from testviper.reporter.deliver import Api
+from testviper.reporter.api import Api
 from testviper.reporter.launch import NAMESPACE
 from testviper.reporter.queries import PAGE_SIZE, _api, parse_time
 

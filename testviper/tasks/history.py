@@ -28,7 +28,7 @@ def import_rp(
     from testviper.analytics.core import parse_since
     from testviper.config import warn_insecure
     from testviper.errors import UserError
-    from testviper.reporter.deliver import DeliveryError
+    from testviper.reporter.api import DeliveryError
     from testviper.reporter.queries import instances_named
     from testviper.reporter.recover import import_launches
 

@@ -86,7 +86,7 @@ def _stats(launch: Any) -> str:
 @user_errors
 def launches(c: Context, config: str | None = None, instance: str | None = None, limit: int = 20):
     """The recent launches of an instance: name, number, status, start, statistics, UUID."""
-    from testviper.reporter.deliver import DeliveryError
+    from testviper.reporter.api import DeliveryError
     from testviper.reporter.queries import recent_launches
 
     s = settings(config, check_paths=False)
@@ -129,7 +129,7 @@ def cleanup(
     Launches still in progress are never deleted.
     """
     from testviper.errors import UserError
-    from testviper.reporter.deliver import DeliveryError
+    from testviper.reporter.api import DeliveryError
     from testviper.reporter.queries import delete_launches, old_launches, parse_age
 
     if older_than is None:
