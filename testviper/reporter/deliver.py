@@ -208,6 +208,9 @@ class Delivery:
         )
 
     def start_launch(self) -> None:
+        self.api.perform(self.launch_start())
+
+    def launch_start(self) -> Call:
         launch = self.launch
         body = {
             "name": self.mask(launch.name)[:256] or "TestViper",
@@ -217,9 +220,8 @@ class Delivery:
             "mode": "DEFAULT",
             "uuid": launch.uuid,
         }
-        self.api.call(
-            "POST", "/launch", "the launch start", body=body, exists=f"/launch/uuid/{launch.uuid}"
-        )
+        exists = f"/launch/uuid/{launch.uuid}"
+        return Call("POST", "/launch", "the launch start", body, exists=exists)
 
     def item_steps(self, item: Item) -> Steps:
         """Start an item; finish it at once if it is a test."""
@@ -233,9 +235,6 @@ class Delivery:
     def finish_steps(self, item: Item) -> Steps:
         yield self.finish_item(item)
         self.mark(f"{item.uuid}:finish")
-
-    def item_task(self, item: Item) -> Callable[[], None]:
-        return lambda: self.drive(self.item_steps(item))
 
     def start_item(self, item: Item) -> Call:
         body: dict[str, Any] = {
@@ -298,9 +297,6 @@ class Delivery:
                     f"{self.api.instance.name}: {self.mask(str(rejected[0].get('message')))}"
                 )
         self.mark(batch_id)
-
-    def log_task(self, batch_id: str, batch: list[Log]) -> Callable[[], None]:
-        return lambda: self.drive(self.log_steps(batch_id, batch))
 
 
 def _levels(items: list[Item]) -> list[list[Item]]:

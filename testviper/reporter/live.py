@@ -4,15 +4,17 @@ The pytest plugin writes the journal a line per event as it happens. For each en
 instance a thread of the ``inv run`` process tails that file and feeds each event to the
 ``LaunchBuilder`` and the ``Delivery`` of the post-run delivery: the launch starts with
 the session, a test's suites and the test itself (started and finished) go out as soon
-as its line is written, and log batches as soon as they are full. Every step done is
-recorded in the instance's outbox entry, under the entry's lock, exactly as a delivery
-records it.
+as its line is written, and log batches as soon as they are full. The same thread sends
+them, over the connections of a ``Multiplexer``, between its reads of the journal. Every
+step done is recorded in the instance's outbox entry, under the entry's lock, exactly as
+a delivery records it.
 
-When pytest exits, the stream stops and the normal post-run delivery follows. It
-rebuilds the launch from the journal (the source of truth), finds in the entry what went
-out live and sends only the rest: the tests still in flight, the last log batch, the
-suite finishes (a suite could still get a test until the session ends: xdist, reruns),
-and the launch finish, which adds the coverage attributes the live start could not know.
+When pytest exits, the stream reads the journal to its end without sending, lets the
+requests in flight finish, and hands the launch it built to the post-run delivery, which
+finds in the entry what went out live and sends only the rest: the tests still queued,
+the last log batch, the suite finishes (a suite could still get a test until the session
+ends: xdist, reruns), and the launch finish, which adds the coverage attributes the live
+start could not know.
 
 ReportPortal trouble never reaches the tests, which run in another process: the first
 request that fails for good stops that instance's stream, and the post-run delivery (and
@@ -23,14 +25,15 @@ leaves the entry in the outbox: ``inv runs.ingest`` and ``inv sync`` complete th
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from testviper.config import Instance, Settings
 from testviper.reporter import outbox
-from testviper.reporter.api import Api
+from testviper.reporter.api import Api, Call, Response
 from testviper.reporter.deliver import (
+    CONNECTIONS,
     LIVE_START,
     WORKERS,
     Delivery,
@@ -39,6 +42,7 @@ from testviper.reporter.deliver import (
 )
 from testviper.reporter.launch import Launch, LaunchBuilder, derived_uuid
 from testviper.reporter.masking import Masker, masker_for
+from testviper.reporter.multiplex import Multiplexer, Steps
 from testviper.runner.journal import parse_event
 
 POLL = 0.05  # seconds between looks at a journal that has not grown
@@ -65,6 +69,7 @@ class Stream(threading.Thread):
         # post-run delivery takes it instead of reading the journal again.
         self.launch: Launch | None = None
         self._read_whole = False
+        self.mux: Multiplexer | None = None  # while streaming
 
     def run(self) -> None:
         state = self.settings.state_dir
@@ -98,10 +103,17 @@ class Stream(threading.Thread):
         delivery = Delivery(api, builder.launch, entry, self.masker, save)
         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"tv-live-{name}")
         delivery.pool = pool
-        sender = _Sender(delivery, pool, self.finishing)
+        handed: list[Future[None]] = []
+
+        def fallback(steps: Steps, call: Call, first: Response | Exception | None) -> Future[None]:
+            handed.append(pool.submit(delivery.guard, lambda: delivery.drive(steps, call, first)))
+            return handed[-1]
+
+        self.mux = mux = Multiplexer(api, CONNECTIONS, WORKERS, fallback, delivery.maybe_save)
+        sender = _Sender(delivery, mux)
         sending = True
         try:
-            for event in self._tail():
+            for event in self._tail(sender.turn):
                 # Every event goes into the launch, sent or not: it is handed over whole.
                 items = builder.add(event)
                 # A request that failed for good, or pytest's exit: the post-run delivery
@@ -109,31 +121,35 @@ class Stream(threading.Thread):
                 sending = sending and not api.stop.is_set() and not self.finishing.is_set()
                 if not sending:
                     continue
-                try:
-                    if event.get("event") == "session_start":
-                        sender.start_launch()
-                    elif sender.launch is not None:
-                        sender.items(items)
-                except _HandedOver:
-                    sending = False
-                delivery.maybe_save()
+                if event.get("event") == "session_start":
+                    sender.start_launch()
+                else:
+                    sender.items(items)
             if self._read_whole:
                 self.launch = builder.launch
+            # What is not sent yet is left to the post-run delivery, which sends it
+            # faster; what is in flight may finish, for a while.
+            sender.waiting.clear()
+            mux.pending.clear()
+            grace = time.monotonic() + GRACE
+            while not mux.idle and (left := grace - time.monotonic()) > 0:
+                mux.turn(left)
+            wait(handed, timeout=max(0.0, grace - time.monotonic()))
         finally:
-            # What is queued is left to the post-run delivery, which sends it faster;
-            # what is in flight may finish, for a while.
-            pool.shutdown(wait=False, cancel_futures=True)
-            wait(sender.window, timeout=GRACE)
             api.stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            mux.close()
             delivery.save()
             self.closed = True
             api.close()
 
-    def _tail(self) -> Iterator[dict[str, Any]]:
-        """The journal's events as pytest writes them, to its end once pytest has exited."""
+    def _tail(self, wait: Callable[[float], None]) -> Iterator[dict[str, Any]]:
+        """The journal's events as pytest writes them, to its end once pytest has exited.
+        ``wait(seconds)`` runs between reads: the requests go on meanwhile."""
         while not self.journal.exists():
-            if self.finishing.wait(POLL):
+            if self.finishing.is_set():
                 return
+            wait(POLL)
         rest = b""
         with self.journal.open("rb") as handle:
             while True:
@@ -143,8 +159,10 @@ class Stream(threading.Thread):
                 if not chunk:
                     if exited:
                         break
-                    self.finishing.wait(POLL)
+                    wait(POLL)
                     continue
+                if not exited:
+                    wait(0)
                 *lines, rest = (rest + chunk).split(b"\n")
                 for line in lines:
                     if (event := parse_event(line)) is not None:
@@ -154,74 +172,58 @@ class Stream(threading.Thread):
         self._read_whole = True
 
 
-class _HandedOver(Exception):
-    """pytest has exited while the stream waited for the server: stop streaming."""
-
-
 class _Sender:
-    """Submits a live launch's requests to the pool, each after the ones it depends on.
+    """Queues a live launch's tasks, each once the items it depends on are started: a
+    test's after its suite's, a log batch's after its items', all after the launch's."""
 
-    Tasks are queued in order and the pool takes them in order, so a task only ever
-    waits for tasks already running or done: no deadlock, whatever the pool size.
-    """
-
-    def __init__(
-        self, delivery: Delivery, pool: ThreadPoolExecutor, finishing: threading.Event
-    ) -> None:
-        self.delivery, self.pool, self.finishing = delivery, pool, finishing
-        self.launch: Future[None] | None = None
-        self.started: dict[str, Future[None]] = {}  # item uuid -> its start task
-        self.window: set[Future[None]] = set()
+    def __init__(self, delivery: Delivery, mux: Multiplexer) -> None:
+        self.delivery, self.mux = delivery, mux
+        # A step not done yet -> the tasks waiting for it, each with the rest it needs.
+        self.waiting: dict[str, list[tuple[list[str], Steps]]] = {}
         self.batcher = LogBatcher()
+
+    def turn(self, seconds: float) -> None:
+        """Queue the tasks whose steps are now done, then let the requests go on."""
+        done = self.delivery.done
+        for step in [step for step in self.waiting if done(step)]:
+            for needs, steps in self.waiting.pop(step):
+                self._queue(needs, steps)
+        self.mux.turn(seconds)
 
     def start_launch(self) -> None:
         delivery = self.delivery
 
-        def task() -> None:
-            if not delivery.done("launch:start"):
-                delivery.start_launch()
-                with delivery.lock:
-                    delivery.entry.done |= {"launch:start", LIVE_START}
-                delivery.save()
+        def steps() -> Steps:
+            yield delivery.launch_start()
+            with delivery.lock:
+                delivery.entry.done |= {"launch:start", LIVE_START}
+            delivery.save()
 
-        self.launch = self._submit([], task)
+        if not delivery.done("launch:start"):
+            self._queue([], steps())
 
     def items(self, items: list[Any]) -> None:
-        delivery = self.delivery
         for item in items:
-            parent = self.started.get(item.parent_uuid or "") or self.launch
-            self.started[item.uuid] = self._submit([parent], delivery.item_task(item))
+            parent = f"{item.parent_uuid}:start" if item.parent_uuid else "launch:start"
+            self._queue([parent], self.delivery.item_steps(item))
             for log in item.logs:
                 if closed := self.batcher.add(log):
                     self._logs(*closed)
-        if len(self.started) > 4 * WORKERS:  # only tasks still running need waiting for
-            self.started = {u: f for u, f in self.started.items() if not f.done()}
 
     def _logs(self, batch_id: str, batch: list[Any]) -> None:
         if self.delivery.done(batch_id):
             return
         # v1 would file a log of an item not started yet under the launch: wait for them.
-        items = {log.item_uuid for log in batch}
-        self._submit([self.started.get(u) for u in items], self.delivery.log_task(batch_id, batch))
+        needs = sorted({f"{log.item_uuid}:start" for log in batch if log.item_uuid})
+        self._queue(["launch:start", *needs], self.delivery.log_steps(batch_id, batch))
 
-    def _submit(self, after: list[Future[None] | None], task: Callable[[], None]) -> Future[None]:
-        delivery = self.delivery
-
-        def run() -> None:
-            for future in after:
-                if future is not None:
-                    future.result()
-            if not delivery.api.stop.is_set():  # something it depends on failed
-                task()
-
-        # The journal is read faster than a server answers: bound what is queued.
-        while len(self.window) >= 4 * WORKERS:
-            if self.finishing.is_set():
-                raise _HandedOver
-            _, self.window = wait(self.window, timeout=POLL, return_when=FIRST_COMPLETED)
-        future = self.pool.submit(delivery.guard, run)
-        self.window.add(future)
-        return future
+    def _queue(self, needs: list[str], steps: Steps) -> None:
+        done = self.delivery.done
+        missing = [step for step in needs if not done(step)]
+        if missing:
+            self.waiting.setdefault(missing[0], []).append((missing[1:], steps))
+        else:
+            self.mux.add(steps)
 
 
 def start(settings: Settings, run_dir: Path, run_id: str) -> Callable[[], dict[str, Launch]]:
@@ -242,6 +244,8 @@ def start(settings: Settings, run_dir: Path, run_id: str) -> Callable[[], dict[s
         """Stop streaming; the launches each stream built whole, by instance name."""
         for stream in streams:
             stream.finishing.set()
+            if stream.mux is not None:
+                stream.mux.wake()
         deadline = time.monotonic() + GRACE + 5
         for stream in streams:
             stream.join(max(0.0, deadline - time.monotonic()))

@@ -85,15 +85,12 @@ class Multiplexer:
     ) -> None:
         self.api, self.size, self.troubled = api, size, troubled
         self._fallback, self.tick = fallback, tick
-
-    def run(self, tasks: Iterable[Steps]) -> None:
-        """Run every task here or hand it to the fallback; return when none is left here."""
-        self.pending: deque[Steps] = deque(tasks)
+        self.pending: deque[Steps] = deque()
         self.ready: deque[tuple[Steps, Call]] = deque()  # tasks with their next request
         self.free: list[_Slot] = []
         self.busy: set[_Slot] = set()
         self.live = 0  # connections open or being opened
-        self.unreachable = False  # a connection could not be opened: open no more
+        self.unreachable = False  # a connection could not be opened: open no more for now
         self.opened: deque[Connection | None] = deque()  # from the opener threads
         self.handed: list[Future[None]] = []  # tasks with the fallback
         self.selector = selectors.DefaultSelector()
@@ -101,82 +98,110 @@ class Multiplexer:
         self.wake_r.setblocking(False)
         self.selector.register(self.wake_r, selectors.EVENT_READ)
         self.openers = ThreadPoolExecutor(OPENERS, thread_name_prefix="tv-connect")
-        try:
-            while self.api.idle and self.live < min(self.size, len(self.pending)):
-                with contextlib.suppress(IndexError):  # another thread took the last one
-                    self._adopt(self.api.idle.pop(), reused=True)
-            self._loop()
-        finally:
-            self.openers.shutdown(wait=True)
-            self._adopted()
-            for slot in self.free:
-                self.selector.unregister(slot.conn.sock)
-                slot.conn.sock.setblocking(True)  # the kernel's timeouts still apply
-                self.api.idle.append(slot.conn)
-            self.selector.close()
-            self.wake_r.close()
-            self.wake_w.close()
 
-    def _loop(self) -> None:
-        stop = self.api.stop
-        while True:
-            self._adopted()
-            if stop.is_set():
-                self.pending.clear()
-                self.ready.clear()
-            waiting = len(self.ready) + len(self.pending)
-            while (
-                not self.unreachable
-                and self.live < self.size
-                and self.live - len(self.busy) < waiting
-            ):
-                self.live += 1
-                self.openers.submit(self._open)
-            if self.handed:
-                self.handed = [future for future in self.handed if not future.done()]
-            while self.free and (self.ready or self.pending):
-                if self.ready:
-                    steps, call = self.ready.popleft()
-                elif len(self.handed) >= self.troubled:
-                    break
-                elif (first := advance(steps := self.pending.popleft(), None)) is not None:
-                    call = first
-                else:
-                    continue
-                self._send(self.free.pop(), steps, call)
-            if not self.busy and not self.ready and not self.pending:
-                return
-            if self.unreachable and not self.live:  # the fallback retries and reports it
-                for steps, call in self.ready:
-                    self.fallback(steps, call, None)
-                for steps in self.pending:
-                    if (call := advance(steps, None)) is not None:
-                        self.fallback(steps, call, None)
-                self.ready.clear()
-                self.pending.clear()
+    def run(self, tasks: Iterable[Steps]) -> None:
+        """Run every task here or hand it to the fallback, then ``close``."""
+        try:
+            self.pending.extend(tasks)
+            while not self.idle:
+                self.turn(None)
+        finally:
+            self.close()
+
+    def add(self, steps: Steps) -> None:
+        self.pending.append(steps)
+
+    @property
+    def idle(self) -> bool:
+        """No task is left here (the fallback may still have some)."""
+        return not (self.busy or self.ready or self.pending)
+
+    def close(self) -> None:
+        """Drop the tasks not started; give the connections back to the API for reuse."""
+        self.pending.clear()
+        self.ready.clear()
+        self.openers.shutdown(wait=True)
+        self._adopted()
+        for slot in list(self.busy):
+            self._drop(slot)  # its request may be processed or not: steps stay undone
+        for slot in self.free:
+            self.selector.unregister(slot.conn.sock)
+            slot.conn.sock.setblocking(True)  # the kernel's timeouts still apply
+            self.api.idle.append(slot.conn)
+        self.selector.close()
+        self.wake_r.close()
+        self.wake_w.close()
+
+    def wake(self) -> None:
+        """Make a ``turn`` waiting in another thread return now."""
+        with contextlib.suppress(OSError):  # closed meanwhile
+            self.wake_w.send(b"x")
+
+    def turn(self, wait: float | None) -> None:
+        """Start what can start, then wait up to ``wait`` seconds (None: as long as it
+        takes) for answers and handle the ones that came."""
+        self._adopted()
+        if self.api.stop.is_set():
+            self.pending.clear()
+            self.ready.clear()
+        if self.handed:
+            still = [future for future in self.handed if not future.done()]
+            if len(still) < len(self.handed) and not self.api.stop.is_set():
+                self.unreachable = False  # the fallback got through: the server is back
+            self.handed = still
+        while (
+            self.api.idle
+            and self.live < self.size
+            and self.live - len(self.busy) < (len(self.ready) + len(self.pending))
+        ):
+            with contextlib.suppress(IndexError):  # another thread took the last one
+                self._adopt(self.api.idle.pop(), reused=True)
+        while (
+            not self.unreachable
+            and self.live < self.size
+            and self.live - len(self.busy) < len(self.ready) + len(self.pending)
+        ):
+            self.live += 1
+            self.openers.submit(self._open)
+        while self.free and (self.ready or self.pending):
+            if self.ready:
+                steps, call = self.ready.popleft()
+            elif len(self.handed) >= self.troubled:
+                break
+            elif (first := advance(steps := self.pending.popleft(), None)) is not None:
+                call = first
+            else:
                 continue
-            due = min((slot.due for slot in self.busy), default=None)
-            timeout = None if due is None else max(0.0, due - time.monotonic())
-            for key, events in self.selector.select(timeout):
-                if key.data is None:
-                    with contextlib.suppress(BlockingIOError):
-                        self.wake_r.recv(4096)
-                elif events & selectors.EVENT_WRITE:
-                    self._write(key.data)
-                else:
-                    self._read(key.data)
-            now = time.monotonic()
-            for slot in [s for s in self.busy if s.due <= now]:
-                self._broken(slot, TimeoutError("timed out"))
+            self._send(self.free.pop(), steps, call)
+        if self.unreachable and not self.live:  # the fallback retries and reports it
+            for steps, call in self.ready:
+                self.fallback(steps, call, None)
+            for steps in self.pending:
+                if (call := advance(steps, None)) is not None:
+                    self.fallback(steps, call, None)
+            self.ready.clear()
+            self.pending.clear()
+        due = min((slot.due - time.monotonic() for slot in self.busy), default=None)
+        if due is not None:
+            wait = max(0.0, due if wait is None else min(wait, due))
+        elif self.idle and wait is None:
+            return
+        for key, events in self.selector.select(wait):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    self.wake_r.recv(4096)
+            elif events & selectors.EVENT_WRITE:
+                self._write(key.data)
+            else:
+                self._read(key.data)
+        now = time.monotonic()
+        for slot in [s for s in self.busy if s.due <= now]:
+            self._broken(slot, TimeoutError("timed out"))
 
     def fallback(self, steps: Steps, call: Call, first: Response | Exception | None) -> None:
         future = self._fallback(steps, call, first)
         self.handed.append(future)
-        future.add_done_callback(self._wake)
-
-    def _wake(self, _: object = None) -> None:
-        with contextlib.suppress(OSError):  # the loop has ended meanwhile
-            self.wake_w.send(b"x")
+        future.add_done_callback(lambda _: self.wake())
 
     # ------------------------------------------------------------------ connections
 
@@ -187,7 +212,7 @@ class Multiplexer:
         except (TransportError, DeliveryError):
             conn = None
         self.opened.append(conn)
-        self._wake()
+        self.wake()
 
     def _adopted(self) -> None:
         while self.opened:
