@@ -100,6 +100,46 @@ def test_wrong_guess_starts_pytest_the_ordinary_way(
     assert "RP_API_KEY" not in seen["at_start"] and "RP_API_KEY" not in seen["now"]
 
 
+FAKE_PLUGIN = {
+    "site/fakeplug-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.0\n",
+    "site/fakeplug-1.0.dist-info/entry_points.txt": "[pytest11]\nfakeplug = fakeplug\n",
+    "site/fakeplug.py": """
+        import json
+        import os
+
+        # Imported by pytest itself, once the run's request has set its variables.
+        IMPORTED_IN_RUN = "TESTVIPER_RUN_ID" in os.environ
+
+
+        def pytest_configure(config):
+            with open(os.environ["PLUGIN_OUT"], "w") as out:
+                json.dump({"imported_in_run": IMPORTED_IN_RUN}, out)
+    """,
+}
+
+
+@pytest.mark.parametrize("autoload", [True, False], ids=["autoload", "no-autoload"])
+def test_installed_plugins_are_left_to_pytest(
+    project: Path, cli: Cli, tmp_path: Path, autoload: bool
+) -> None:
+    """The prestarted process does not import installed plugins ahead: pytest imports
+    them (marked for assertion rewriting first) and registers them. With autoloading
+    off (PYTEST_DISABLE_PLUGIN_AUTOLOAD) none is loaded, and coverage still works: the
+    run names pytest-cov itself."""
+    write_files(tmp_path, FAKE_PLUGIN)
+    out = tmp_path / "plugin.json"
+    env = {"PYTHONPATH": str(tmp_path / "site"), "PLUGIN_OUT": str(out)}
+    if not autoload:
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    done = cli("run", cwd=project, env=clean_env(**env))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "coverage:" in done.stdout
+    if autoload:
+        assert json.loads(out.read_text()) == {"imported_in_run": True}
+    else:
+        assert not out.exists()
+
+
 def test_config_error_runs_nothing(project: Path, cli: Cli, tmp_path: Path) -> None:
     write_files(project, ENV_PROBE)
     out = tmp_path / "probe.json"

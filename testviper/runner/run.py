@@ -67,6 +67,9 @@ def pytest_command(settings: Settings, run_dir: Path, args: Sequence[str], cov: 
     cmd = [sys.executable, "-m", "pytest", "-p", PLUGIN, f"--testviper-journal={run_dir / JOURNAL}"]
     if cov:
         cfg = settings.config.coverage
+        if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+            # pytest loads no installed plugin by itself: name pytest-cov's entry point.
+            cmd += ["-p", "pytest_cov"]
         cmd += [f"--cov={src}" for src in cfg.source]
         cmd += [f"--cov-report=json:{run_dir / COVERAGE}"]
         if cfg.branch:
