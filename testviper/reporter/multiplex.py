@@ -93,6 +93,7 @@ class Multiplexer:
         self.unreachable = False  # a connection could not be opened: open no more for now
         self.opened: deque[Connection | None] = deque()  # from the opener threads
         self.handed: list[Future[None]] = []  # tasks with the fallback
+        self.closed = False
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
@@ -120,7 +121,10 @@ class Multiplexer:
         """Drop the tasks not started; give the connections back to the API for reuse."""
         self.pending.clear()
         self.ready.clear()
-        self.openers.shutdown(wait=True)
+        # A connection still being opened (a host that does not answer) is not waited
+        # for: its opener closes it (see _open).
+        self.closed = True
+        self.openers.shutdown(wait=False, cancel_futures=True)
         self._adopted()
         for slot in list(self.busy):
             self._drop(slot)  # its request may be processed or not: steps stay undone
@@ -211,6 +215,9 @@ class Multiplexer:
             conn: Connection | None = self.api._open(self.api.timeout())
         except (TransportError, DeliveryError):
             conn = None
+        if self.closed and conn is not None:
+            conn.close()
+            return
         self.opened.append(conn)
         self.wake()
 
