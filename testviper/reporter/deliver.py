@@ -147,6 +147,9 @@ class Delivery:
 
     def parallel(self, tasks: Iterable[Steps]) -> None:
         """Run ``tasks`` concurrently; on the first failure stop the rest and raise it."""
+        tasks = list(tasks)
+        if not tasks:  # a level all done (by the live stream, or an earlier attempt)
+            return
         handed: list[Future[None]] = []
 
         def fallback(steps: Steps, call: Call, first: Response | Exception | None) -> Future[None]:
