@@ -250,10 +250,11 @@ class Api:
     """The v1 reporting API of one instance: keep-alive connections, timeouts, retries, a
     deadline.
 
-    Plain sockets on persistent connections (each worker thread takes an idle one or
-    opens one, see ``Connection``) rather than urllib3 or ``requests``: measured on
-    loopback, a request through ``http.client`` costs about 0.1 ms of CPU instead of
-    0.23 ms (urllib3) or 0.44 ms (requests), less again without its answer parsing, and
+    Plain sockets on persistent connections (a thread takes an idle one or opens one, see
+    ``Connection``; a ``Multiplexer`` takes several) rather than urllib3 or ``requests``:
+    measured on loopback, a request through ``http.client`` costs about 0.1 ms of CPU
+    instead of 0.23 ms (urllib3) or 0.44 ms (requests), less again without its answer
+    parsing, and
     that CPU is most of a large delivery's time. No netrc, no environment credentials: the
     key goes in the Authorization header only. HTTP(S)_PROXY/NO_PROXY are honoured.
     """

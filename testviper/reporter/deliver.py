@@ -42,7 +42,7 @@ from testviper.reporter.masking import Masker, masker_for
 from testviper.reporter.multiplex import Multiplexer, Steps, advance
 from testviper.runner.journal import iter_events
 
-WORKERS = 16  # threads: a live stream's, and the fallback's of a multiplexed level
+WORKERS = 16  # threads that retry what a Multiplexer hands over (see multiplex.py)
 # Requests in flight per instance: on a 2-core machine with the test server, a 10,000-test
 # sync took 5.6 s with 16, 4.4 s with 32, 4.3 s with 48 and 4.6 s with 64.
 CONNECTIONS = 48
