@@ -98,6 +98,8 @@ class Delivery:
         self.error: DeliveryError | None = None
         self.warnings: list[str] = []
         self.saved_at = time.monotonic()
+        self.pool: ThreadPoolExecutor  # set by whoever runs the delivery
+        self.handed: list[Future[None]] = []  # tasks on the pool's threads (``fallback``)
 
     def done(self, step: str) -> bool:
         with self.lock:
@@ -150,18 +152,26 @@ class Delivery:
         tasks = list(tasks)
         if not tasks:  # a level all done (by the live stream, or an earlier attempt)
             return
-        handed: list[Future[None]] = []
-
-        def fallback(steps: Steps, call: Call, first: Response | Exception | None) -> Future[None]:
-            handed.append(self.pool.submit(self.guard, lambda: self.drive(steps, call, first)))
-            return handed[-1]
-
-        Multiplexer(self.api, CONNECTIONS, WORKERS, fallback, self.maybe_save).run(tasks)
-        for future in handed:
+        self.multiplexer().run(tasks)
+        for future in self.handed:
             future.result()
+        self.handed.clear()
         self.save()
         if self.error is not None:
             raise self.error
+
+    def multiplexer(self) -> Multiplexer:
+        """Connections for this delivery's requests; what they cannot finish goes to
+        ``fallback``."""
+        return Multiplexer(self.api, CONNECTIONS, WORKERS, self.fallback, self.maybe_save)
+
+    def fallback(
+        self, steps: Steps, call: Call, first: Response | Exception | None
+    ) -> Future[None]:
+        """Go on with a task on a worker thread (``drive``); ``handed`` keeps its future."""
+        future = self.pool.submit(self.guard, lambda: self.drive(steps, call, first))
+        self.handed.append(future)
+        return future
 
     def drive(
         self, steps: Steps, call: Call | None = None, first: Response | Exception | None = None

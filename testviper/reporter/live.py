@@ -25,15 +25,14 @@ leaves the entry in the outbox: ``inv runs.ingest`` and ``inv sync`` complete th
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from testviper.config import Instance, Settings
 from testviper.reporter import outbox
-from testviper.reporter.api import Api, Call, Response
+from testviper.reporter.api import Api
 from testviper.reporter.deliver import (
-    CONNECTIONS,
     LIVE_START,
     WORKERS,
     Delivery,
@@ -103,13 +102,7 @@ class Stream(threading.Thread):
         delivery = Delivery(api, builder.launch, entry, self.masker, save)
         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"tv-live-{name}")
         delivery.pool = pool
-        handed: list[Future[None]] = []
-
-        def fallback(steps: Steps, call: Call, first: Response | Exception | None) -> Future[None]:
-            handed.append(pool.submit(delivery.guard, lambda: delivery.drive(steps, call, first)))
-            return handed[-1]
-
-        self.mux = mux = Multiplexer(api, CONNECTIONS, WORKERS, fallback, delivery.maybe_save)
+        self.mux = mux = delivery.multiplexer()
         sender = _Sender(delivery, mux)
         sending = True
         try:
@@ -134,7 +127,7 @@ class Stream(threading.Thread):
             grace = time.monotonic() + GRACE
             while not mux.idle and (left := grace - time.monotonic()) > 0:
                 mux.turn(left)
-            wait(handed, timeout=max(0.0, grace - time.monotonic()))
+            wait(delivery.handed, timeout=max(0.0, grace - time.monotonic()))
         finally:
             api.stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
