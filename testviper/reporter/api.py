@@ -106,14 +106,19 @@ class Connection:
             raise TimeoutError("send timed out") from None
         eof = False
         while (answer := parse_answer(self.buffer, eof)) is None:
-            eof = not self._fill()
+            eof = not self.fill()
         return answer
 
-    def _fill(self) -> bool:
-        """Receive what has arrived into the buffer; False at the end of the stream."""
+    def fill(self) -> bool:
+        """Receive what has arrived into the buffer; False at the end of the stream.
+        Nothing in time (or, non-blocking, nothing yet) raises ``TimeoutError``.
+
+        Over TLS one receive of ``READ_SIZE`` takes a whole record (16 KB at most), so no
+        decrypted bytes are left waiting inside the SSL object, where a selector could
+        not see them; the next record waits in the socket, where it can."""
         try:
             chunk = self.sock.recv(READ_SIZE)
-        except (BlockingIOError, ssl.SSLWantReadError):
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise TimeoutError("receive timed out") from None
         self.buffer += chunk
         return bool(chunk)
@@ -254,9 +259,9 @@ class Api:
     ``Connection``; a ``Multiplexer`` takes several) rather than urllib3 or ``requests``:
     measured on loopback, a request through ``http.client`` costs about 0.1 ms of CPU
     instead of 0.23 ms (urllib3) or 0.44 ms (requests), less again without its answer
-    parsing, and
-    that CPU is most of a large delivery's time. No netrc, no environment credentials: the
-    key goes in the Authorization header only. HTTP(S)_PROXY/NO_PROXY are honoured.
+    parsing, and that CPU is most of a large delivery's time. No netrc, no environment
+    credentials: the key goes in the Authorization header only. HTTP(S)_PROXY/NO_PROXY
+    are honoured.
     """
 
     def __init__(self, instance: Instance, key: str, deadline: float, masker: Masker) -> None:
@@ -295,7 +300,8 @@ class Api:
             )
         return remaining
 
-    def _open(self, timeout: float) -> Connection:
+    def connect(self, timeout: float) -> Connection:
+        """A new connection (TLS and proxy tunnel included); ``TransportError`` if none."""
         host, port = self.proxy or (self.host, self.port)
         conn: http.client.HTTPConnection
         if self.tls is not None:
@@ -307,9 +313,7 @@ class Api:
         try:
             conn.connect()
         except ssl.SSLError as exc:
-            raise DeliveryError(
-                f"TLS error talking to {self.instance.endpoint}: {self._short(exc)}", True
-            ) from None
+            raise self._tls_error(exc) from None
         except TimeoutError:
             raise TransportError("timed out", sent=False, timeout=True) from None
         except OSError as exc:
@@ -355,7 +359,7 @@ class Api:
                 # Closed by the server while idle: once more on a new connection (every
                 # request is idempotent: the UUIDs make it so).
                 pass
-        return self._exchange(self._open(timeout), request, timeout, reused=False)
+        return self._exchange(self.connect(timeout), request, timeout, reused=False)
 
     def _exchange(self, conn: Connection, request: bytes, timeout: float, reused: bool) -> Response:
         """One request and its answer on ``conn``, which is kept for reuse if it can be."""
@@ -367,7 +371,10 @@ class Api:
             if reused and isinstance(exc, STALE):
                 raise
             raise self.failure(exc) from None
-        self.release(conn, answer)
+        if answer.close:
+            conn.close()
+        else:
+            self.idle.append(conn)
         return answer
 
     def failure(self, exc: Exception) -> TransportError | DeliveryError:
@@ -375,17 +382,14 @@ class Api:
         if isinstance(exc, TimeoutError):
             return TransportError("timed out", sent=True, timeout=True)
         if isinstance(exc, ssl.SSLError):
-            return DeliveryError(
-                f"TLS error talking to {self.instance.endpoint}: {self._short(exc)}", True
-            )
+            return self._tls_error(exc)
         return TransportError(self._short(exc), sent=True)
 
-    def release(self, conn: Connection, answer: Response) -> None:
-        """Keep ``conn`` for the next request, unless the server closes it."""
-        if answer.close:
-            conn.close()
-        else:
-            self.idle.append(conn)
+    def _tls_error(self, exc: ssl.SSLError) -> DeliveryError:
+        """Certificates and protocols do not fix themselves: not retried."""
+        return DeliveryError(
+            f"TLS error talking to {self.instance.endpoint}: {self._short(exc)}", True
+        )
 
     def request(self, method: str, path: str, *, root: bool = False) -> Response:
         """One attempt, no retry: the raw response; ``TransportError`` without one.

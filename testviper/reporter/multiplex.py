@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from testviper.reporter.api import (
-    READ_SIZE,
     STALE,
     Api,
     Call,
@@ -212,7 +211,7 @@ class Multiplexer:
     def _open(self) -> None:
         """In an opener thread: a new connection for the loop, or None if it failed."""
         try:
-            conn: Connection | None = self.api._open(self.api.timeout())
+            conn: Connection | None = self.api.connect(self.api.timeout())
         except (TransportError, DeliveryError):
             conn = None
         if self.closed and conn is not None:
@@ -277,8 +276,10 @@ class Multiplexer:
     def _read(self, slot: _Slot) -> None:
         conn = slot.conn
         try:
-            eof = not _receive(conn)
+            eof = not conn.fill()
             answer = parse_answer(conn.buffer, eof)
+        except TimeoutError:  # nothing yet after all (part of a TLS record)
+            return
         except (http.client.HTTPException, OSError, ValueError) as exc:
             self._broken(slot, exc)
             return
@@ -312,17 +313,3 @@ class Multiplexer:
             self.fallback(steps, call, None)
         else:
             self.fallback(steps, call, self.api.failure(exc))
-
-
-def _receive(conn: Connection) -> bool:
-    """Take what has arrived into the connection's buffer; False at the end of the stream.
-
-    Over TLS one receive of ``READ_SIZE`` takes a whole record (16 KB at most), so no
-    decrypted bytes are left waiting inside the SSL object, where the selector cannot
-    see them; the next record waits in the socket, where it can."""
-    try:
-        chunk = conn.sock.recv(READ_SIZE)
-    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-        return True
-    conn.buffer += chunk
-    return bool(chunk)
