@@ -54,18 +54,24 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def load_yaml(text: str, path: Path) -> Any:
+    """Parse ``text`` (read from ``path``): no arbitrary objects, no key given twice; a
+    syntax error names the file, line and column."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read config file ({exc})") from None
-    try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}{at}: invalid YAML: {problem}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read config file ({exc})") from None
+    data = load_yaml(text, path)
     if data is None:
         raise UserError(
             f"{path}: the file is empty; add at least `project: {{name: ...}}` "

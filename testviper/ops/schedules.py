@@ -449,9 +449,7 @@ def parse(data: Any, ns: Any, source: str = SCHEDULES) -> list[Entry]:
 
 def load(path: Path, ns: Any) -> list[Entry]:
     """Read and validate a schedules file."""
-    import yaml
-
-    from testviper.config_file import UniqueKeyLoader
+    from testviper.config_file import load_yaml
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -461,14 +459,7 @@ def load(path: Path, ns: Any) -> list[Entry]:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read ({exc})") from None
-    try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{path}{at}: invalid YAML: {problem}") from None
-    return parse(data or {}, ns, str(path))
+    return parse(load_yaml(text, path) or {}, ns, str(path))
 
 
 # ---------------------------------------------------------------- rendering
