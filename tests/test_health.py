@@ -359,7 +359,7 @@ def test_missing_source_dir_is_critical_but_other_checks_still_run(project: Path
 INJECT = """
 import sys
 from testviper.ops import health
-from testviper.cli import program
+from testviper.cli import build_program
 
 def boom(*args, **kwargs):
     raise RuntimeError("injected failure")
@@ -371,7 +371,7 @@ if target == "everything":
     diagnose.run_diagnose = boom
 else:
     setattr(health, target, boom)
-program.run(["testviper", *sys.argv[2:]])
+build_program().run(["testviper", *sys.argv[2:]])
 """
 
 

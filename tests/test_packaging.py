@@ -26,4 +26,4 @@ def test_wheel_contents(tmp_path: Path) -> None:
     assert templates <= names, f"templates missing: {sorted(templates - names)}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "testviper = testviper.cli:program.run" in text
+    assert "testviper = testviper.cli:main" in text

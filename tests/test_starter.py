@@ -12,11 +12,13 @@ import os
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
-from conftest import Cli, clean_env, write_files
+from conftest import BIN, Cli, clean_env, write_files
 
-from testviper.runner.starter import Starter, guessed_secrets, prestart
+from testviper.runner import starter as starter_module
+from testviper.runner.starter import Starter, early, guessed_secrets, prestart
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/environ").exists(), reason="reads /proc/self/environ"
@@ -200,3 +202,77 @@ def test_starter_imports_only_the_standard_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "used"),
+    [
+        (["run"], True),
+        (["run", "--live", "--", "-x", "-c", "pytest.ini"], True),  # after -- is pytest's
+        (["run", "-c", "other.yaml"], False),
+        (["run", "--config=other.yaml"], False),
+        (["run", "--help"], False),
+        (["runs"], False),
+        (["-e", "run"], False),
+        (["sync"], False),
+    ],
+)
+def test_console_script_starts_early_only_for_a_plain_run(
+    tmp_path: Path, monkeypatch, argv: list[str], used: bool
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    early(argv)
+    started, starter_module._early = starter_module._early, None
+    if started is not None:
+        started.cancel()
+    assert (started is not None) is used
+
+
+def test_run_claims_the_early_process_only_for_the_same_config(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    early(["run"])
+    first = starter_module._early
+    assert first is not None
+    assert prestart(None) is first and starter_module._early is None
+    first.cancel()
+    early(["run"])
+    second = starter_module._early
+    assert second is not None
+    (tmp_path / "other.yaml").write_text("project: {name: other}\n")
+    third = prestart(str(tmp_path / "other.yaml"))
+    assert third is not None and third is not second
+    assert second.proc.returncode is not None  # stopped, not left waiting
+    third.cancel()
+
+
+def test_unclaimed_early_process_is_stopped(project: Path, tmp_path: Path) -> None:
+    """An option error ends `testviper run` before the task: its process goes too.
+
+    Output goes to a file, not a pipe: a leftover holding the pipe open would make
+    the caller wait for it, and exit by itself before anyone could look."""
+    import subprocess
+
+    marker = "TV_EARLY_MARKER"
+    with (tmp_path / "out.txt").open("w") as out:
+        done = subprocess.run(
+            [str(BIN / "testviper"), "run", "--no-such-option"],
+            cwd=project,
+            env=clean_env(**{marker: "1"}),
+            stdout=out,
+            stderr=out,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert "No idea what '--no-such-option' is" in (tmp_path / "out.txt").read_text()
+    left = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if (
+                "testviper.runner.starter" in (proc.info["cmdline"] or [])
+                and marker in proc.environ()
+            ):
+                left.append(proc)
+        except psutil.Error:
+            continue
+    assert left == []

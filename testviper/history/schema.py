@@ -66,8 +66,9 @@ tests = sa.Table(
     sa.Column("duration", sa.Float, nullable=False),
     sa.Column("message", sa.Text),
     sa.Column("log", sa.Text),
-    sa.Column("markers", sa.JSON),
-    sa.Column("params", sa.JSON),
+    # Most tests have neither: SQL NULL, not a serialised JSON 'null' per row.
+    sa.Column("markers", sa.JSON(none_as_null=True)),
+    sa.Column("params", sa.JSON(none_as_null=True)),
     sa.Column("worker", sa.String(20)),
     # Earlier attempts of a test that pytest-rerunfailures retried; the row holds the
     # last attempt, so a passed test with reruns is flaky by its own run's evidence.

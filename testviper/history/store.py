@@ -145,8 +145,17 @@ def save_run(history: History, run: RunRecord) -> None:
         if run.tests:
             conn.execute(
                 # vars(), not asdict(): asdict deep-copies and costs more than the insert.
+                # No markers or parameters (most tests) is NULL: nothing to serialise.
                 schema.tests.insert(),
-                [{"run_id": run.id, **vars(t)} for t in run.tests],
+                [
+                    {
+                        "run_id": run.id,
+                        **vars(t),
+                        "markers": t.markers or None,
+                        "params": t.params or None,
+                    }
+                    for t in run.tests
+                ],
             )
         if run.files:
             conn.execute(

@@ -46,6 +46,8 @@ def deliver_run(s: Any, run_id: str, run_dir: str, launches: dict[str, Any] | No
 
     ``launches``: the ones ``--live`` built, by instance (the rest is built from the journal).
     """
+    if not any(inst.enabled for inst in s.config.reportportal.instances):
+        return True  # without loading the delivery code, a hundredth of a second
     from pathlib import Path
 
     from testviper.reporter.deliver import deliver_all
