@@ -195,6 +195,64 @@ def test_tests_reach_the_server_before_pytest_ends(
         a.assert_clean()
 
 
+# pytest_unconfigure comes after the journal's last line (session_finish): the session
+# is over, but pytest has not exited until the test creates the gate file.
+HELD_AT_EXIT = {
+    "tests/held/conftest.py": """
+        import os
+        import time
+        from pathlib import Path
+
+
+        def pytest_unconfigure(config):
+            gate = Path(os.environ["LIVE_GATE"])
+            deadline = time.monotonic() + 60
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+    """,
+    "tests/held/test_held.py": """
+        import logging
+
+
+        def test_logs():
+            logging.getLogger("held").warning("one last log")
+
+
+        class TestGroup:
+            def test_in_class(self):
+                pass
+    """,
+}
+
+
+def test_suites_are_finished_when_the_session_ends(
+    project: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    """Once the session's last line is in the journal the stream sends the last log
+    batch and finishes every suite, children first, while pytest is still exiting:
+    only the launch finish, which needs the coverage, is left for after."""
+    write_files(project, HELD_AT_EXIT)
+    with RPServer(api_keys=(KEY_A,)) as a:
+        configure(project, instance("a", a, "RP_KEY_A"))
+        proc = start_run(project, started, "--live", "--", "tests/held")
+
+        def suites_finished() -> bool:
+            items = a.items() if a.launches else []
+            suites = [i for i in items if i.type == "SUITE"]
+            return len(items) == 6 and all(s.finished for s in suites)
+
+        wait_for(suites_finished, "every suite finished")
+        assert proc.poll() is None  # pytest is still held at its exit
+        assert not a.launch().finished
+        assert ["one last log" in log.message for log in a.logs()] == [True]
+        (project / "gate").touch()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        run_id, tests = only_run(project)
+        assert_complete(a, run_id, "a", tests)
+        a.assert_clean()
+
+
 def test_config_turns_live_on(project: Path, started: list[subprocess.Popen[bytes]]) -> None:
     """`reportportal.live: true` streams without the flag."""
     import yaml

@@ -9,12 +9,14 @@ them, over the connections of a ``Multiplexer``, between its reads of the journa
 step done is recorded in the instance's outbox entry, under the entry's lock, exactly as
 a delivery records it.
 
-When pytest exits, the stream reads the journal to its end without sending, lets the
-requests in flight finish, and hands the launch it built to the post-run delivery, which
-finds in the entry what went out live and sends only the rest: the tests still queued,
-the last log batch, the suite finishes (a suite could still get a test until the session
-ends: xdist, reruns), and the launch finish, which adds the coverage attributes the live
-start could not know.
+The session's end (its last journal line) closes the suites: no suite can get another
+test (xdist, reruns) after it. The stream then sends the last log batch and finishes
+each suite once its children are finished, while pytest is still writing its coverage
+report and exiting, a few tenths of a second. When pytest exits, the stream reads the
+journal to its end without sending, lets the requests in flight finish, and hands the
+launch it built to the post-run delivery, which finds in the entry what went out live
+and sends only the rest: whatever was still queued, and the launch finish, which adds
+the coverage attributes the live start could not know.
 
 ReportPortal trouble never reaches the tests, which run in another process: the first
 request that fails for good stops that instance's stream, and the post-run delivery (and
@@ -114,8 +116,12 @@ class Stream(threading.Thread):
                 sending = sending and not api.stop.is_set() and not self.finishing.is_set()
                 if not sending:
                     continue
-                if event.get("event") == "session_start":
+                kind = event.get("event")
+                if kind == "session_start":
                     sender.start_launch()
+                elif kind == "session_finish":
+                    sender.finish_suites(builder.launch)
+                    sending = False  # nothing may come after it; if it does, it waits
                 else:
                     sender.items(items)
             if self._read_whole:
@@ -202,6 +208,20 @@ class _Sender:
             for log in item.logs:
                 if closed := self.batcher.add(log):
                     self._logs(*closed)
+
+    def finish_suites(self, launch: Launch) -> None:
+        """The session is over: send the last log batch, and each suite's finish once
+        its children are finished (ReportPortal refuses a parent finished first)."""
+        if closed := self.batcher.flush():
+            self._logs(*closed)
+        children: dict[str, list[str]] = {}
+        for item in launch.items:
+            if item.parent_uuid:
+                children.setdefault(item.parent_uuid, []).append(f"{item.uuid}:finish")
+        for item in launch.items:
+            if item.type != "STEP" and not self.delivery.done(f"{item.uuid}:finish"):
+                needs = [f"{item.uuid}:start", *children.get(item.uuid, [])]
+                self._queue(needs, self.delivery.finish_steps(item))
 
     def _logs(self, batch_id: str, batch: list[Any]) -> None:
         if self.delivery.done(batch_id):
