@@ -110,6 +110,16 @@ def start_run(
     return proc
 
 
+def open_gate(project: Path, proc: subprocess.Popen[bytes], rp: RPServer) -> None:
+    """Let a run held at the gate go on; it must pass and leave a complete launch."""
+    (project / "gate").touch()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    run_id, tests = only_run(project)
+    assert_complete(rp, run_id, "a", tests)
+    rp.assert_clean()
+
+
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_live_launch_equals_a_post_run_delivery(project: Path, cli: Cli, xdist: list[str]) -> None:
     """`--live` to a: one complete launch, nothing sent twice, coverage attributes added at
@@ -187,12 +197,7 @@ def test_tests_reach_the_server_before_pytest_ends(
         assert proc.poll() is None and not leaf_seen(a, "test_third")
         entry = json.loads(next(iter(outbox_files(project))).read_text())
         assert LIVE_START in entry["done"]  # the live stream keeps its progress
-        (project / "gate").touch()
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        run_id, tests = only_run(project)
-        assert_complete(a, run_id, "a", tests)
-        a.assert_clean()
+        open_gate(project, proc, a)
 
 
 # pytest_unconfigure comes after the journal's last line (session_finish): the session
@@ -245,12 +250,7 @@ def test_suites_are_finished_when_the_session_ends(
         assert proc.poll() is None  # pytest is still held at its exit
         assert not a.launch().finished
         assert ["one last log" in log.message for log in a.logs()] == [True]
-        (project / "gate").touch()
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        run_id, tests = only_run(project)
-        assert_complete(a, run_id, "a", tests)
-        a.assert_clean()
+        open_gate(project, proc, a)
 
 
 def test_config_turns_live_on(project: Path, started: list[subprocess.Popen[bytes]]) -> None:
