@@ -42,7 +42,8 @@ MIXED = {
 
 
         @pytest.fixture
-        def broken():
+        def broken(request):
+            request.node.add_marker("from_fixture")  # a marker added at run time
             raise RuntimeError("setup boom")
 
 
@@ -60,6 +61,7 @@ MIXED = {
             assert 1 == 2
 
 
+        @pytest.mark.smoke("setup")
         def test_setup_error(broken):
             pass
 
@@ -416,6 +418,9 @@ def test_journal_and_history_record_every_outcome(project: Path, cli: Cli) -> No
     assert "marker_values" not in by_id[M + "test_param[1]"]  # parametrize is not a value
     assert "smoke" in by_id["tests/arith/test_arith.py::test_add"]["markers"]
     assert "xfail" in by_id[M + "test_xfail"]["markers"]
+    # A test whose setup failed keeps its markers, the one its fixture added too.
+    assert by_id[M + "test_setup_error"]["markers"] == ["from_fixture", "smoke"]
+    assert by_id[M + "test_setup_error"]["marker_values"] == {"smoke": "setup"}
     assert "markers" not in by_id[M + "test_pass"]
     assert "hello from the log" in by_id[M + "test_logs"]["log"]
     assert "log" not in by_id[M + "test_pass"]
