@@ -480,12 +480,17 @@ class Settings:
         """The value of a secret variable: the environment first, then ``.env``."""
         return os.environ.get(name) or self.dotenv.get(name) or None
 
+    @property
+    def enabled_instances(self) -> list[Instance]:
+        """The ReportPortal instances runs are delivered to."""
+        return [inst for inst in self.config.reportportal.instances if inst.enabled]
+
     def missing_keys(self) -> list[tuple[str, str]]:
         """(instance, variable) for every enabled instance whose key variable is not set."""
         return [
             (inst.name, inst.api_key_env)
-            for inst in self.config.reportportal.instances
-            if inst.enabled and not self.secret(inst.api_key_env)
+            for inst in self.enabled_instances
+            if not self.secret(inst.api_key_env)
         ]
 
     def component_globs(self, name: str) -> list[str]:

@@ -510,7 +510,7 @@ def run_diagnose(config: str | None, test_path: str | None = None) -> tuple[Repo
 
 def _reportportal(settings: Any) -> list[Check]:
     """The health check of each instance and its connection trace, run concurrently."""
-    enabled = [i for i in settings.config.reportportal.instances if i.enabled]
+    enabled = settings.enabled_instances
     if not enabled:
         return [Check("reportportal", OK, "no enabled instance configured")]
     try:

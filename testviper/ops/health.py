@@ -172,7 +172,7 @@ def load_settings(config: str | None) -> tuple[Check, Any]:
 
 def check_reportportal(settings: Any, names: list[str] | None = None) -> list[Check]:
     """Each enabled instance: reachable, key accepted, project exists, latency."""
-    enabled = [i for i in settings.config.reportportal.instances if i.enabled]
+    enabled = settings.enabled_instances
     if not enabled:
         return [Check("reportportal", OK, "no enabled instance configured")]
     try:

@@ -398,7 +398,7 @@ class Api:
 
     def exists(self, path: str) -> bool:
         try:
-            return self._send(self.encode("GET", path)).status == 200
+            return self.request("GET", path).status == 200
         except (TransportError, DeliveryError):
             return False
 

@@ -242,8 +242,7 @@ class Delivery:
             yield self.start_item(item)
             self.mark(f"{item.uuid}:start")
         if item.type == "STEP":
-            yield self.finish_item(item)
-            self.mark(f"{item.uuid}:finish")
+            yield from self.finish_steps(item)
 
     def finish_steps(self, item: Item) -> Steps:
         yield self.finish_item(item)
@@ -563,7 +562,7 @@ def deliver_all(
     over); the others are built from the journal."""
     from testviper.runner.run import connect
 
-    targets = [i for i in (instances or settings.config.reportportal.instances) if i.enabled]
+    targets = [i for i in instances if i.enabled] if instances else settings.enabled_instances
     if not targets:
         return []
     warn_insecure(targets)

@@ -121,7 +121,9 @@ class Stream(threading.Thread):
                     sender.start_launch()
                 elif kind == "session_finish":
                     sender.finish_suites(builder.launch)
-                    sending = False  # nothing may come after it; if it does, it waits
+                    sending = (
+                        False  # nothing comes after it; if it did, the post-run delivery sends it
+                    )
                 else:
                     sender.items(items)
             if self._read_whole:
@@ -245,11 +247,7 @@ def start(settings: Settings, run_dir: Path, run_id: str) -> Callable[[], dict[s
     Call the returned function once pytest has exited, before the post-run delivery, and
     give that delivery the launches it returns.
     """
-    streams = [
-        Stream(settings, inst, run_dir, run_id)
-        for inst in settings.config.reportportal.instances
-        if inst.enabled
-    ]
+    streams = [Stream(settings, inst, run_dir, run_id) for inst in settings.enabled_instances]
     for stream in streams:
         stream.start()
 

@@ -152,18 +152,10 @@ class Multiplexer:
             if len(still) < len(self.handed) and not self.api.stop.is_set():
                 self.unreachable = False  # the fallback got through: the server is back
             self.handed = still
-        while (
-            self.api.idle
-            and self.live < self.size
-            and self.live - len(self.busy) < (len(self.ready) + len(self.pending))
-        ):
+        while self.api.idle and self._short():
             with contextlib.suppress(IndexError):  # another thread took the last one
                 self._adopt(self.api.idle.pop(), reused=True)
-        while (
-            not self.unreachable
-            and self.live < self.size
-            and self.live - len(self.busy) < len(self.ready) + len(self.pending)
-        ):
+        while not self.unreachable and self._short():
             self.live += 1
             self.openers.submit(self._open)
         while self.free and (self.ready or self.pending):
@@ -200,6 +192,11 @@ class Multiplexer:
         now = time.monotonic()
         for slot in [s for s in self.busy if s.due <= now]:
             self._broken(slot, TimeoutError("timed out"))
+
+    def _short(self) -> bool:
+        """Fewer spare connections than tasks waiting for one, and room for another."""
+        spare = self.live - len(self.busy)
+        return self.live < self.size and spare < len(self.ready) + len(self.pending)
 
     def fallback(self, steps: Steps, call: Call, first: Response | Exception | None) -> None:
         future = self._fallback(steps, call, first)

@@ -200,7 +200,7 @@ class JournalWriter:
             entry.update(extra)
         entry["duration"] += report.duration
         entry["stop"] = report.stop
-        outcome = report.outcome
+        outcome = report.outcome  # "passed" for most phases, without the helper's call
         if outcome != "passed" or hasattr(report, "wasxfail"):
             outcome = _phase_outcome(report)
         if report.outcome == "rerun" and report.nodeid not in self.retrying:

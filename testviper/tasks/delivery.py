@@ -46,7 +46,7 @@ def deliver_run(s: Any, run_id: str, run_dir: str, launches: dict[str, Any] | No
 
     ``launches``: the ones ``--live`` built, by instance (the rest is built from the journal).
     """
-    if not any(inst.enabled for inst in s.config.reportportal.instances):
+    if not s.enabled_instances:
         return True  # without loading the delivery code, a hundredth of a second
     from pathlib import Path
 
