@@ -267,6 +267,20 @@ def test_task_help_renders(cli: Cli, binary: str, task: str) -> None:
     assert "Docstring:" in done.stdout
 
 
+def test_short_flags_are_letters() -> None:
+    """No option gets "-" as its short flag (Invoke would give it to --no-live)."""
+    from testviper.tasks import ns
+
+    def flags(collection: Any) -> Iterator[tuple[str, str]]:
+        for name in collection.task_names:
+            for arg in collection[name].get_arguments():
+                yield from ((name, flag) for flag in arg.names if len(flag) == 1)
+
+    short = list(flags(ns))
+    assert ("run", "i") in short
+    assert [(task, flag) for task, flag in short if not flag.isalpha()] == []
+
+
 def test_runs_default_task_is_list(project: Path, cli: Cli) -> None:
     """`testviper runs` is `runs.list`."""
     done = cli("runs", cwd=project)

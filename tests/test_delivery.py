@@ -105,7 +105,14 @@ def assert_complete(rp: RPServer, run_id: str, name: str, tests: list[dict]) -> 
     assert len({i.uuid for i in items}) == len(items) == rp.count("start_item")
 
 
-def test_run_delivers_to_two_instances_and_keeps_secrets(project: Path, cli: Cli) -> None:
+# `inv run` streams by default; `--no-live` delivers after the tests. Both must hold.
+MODES = pytest.mark.parametrize("mode", [[], ["--no-live"]], ids=["live", "after-run"])
+
+
+@MODES
+def test_run_delivers_to_two_instances_and_keeps_secrets(
+    project: Path, cli: Cli, mode: list[str]
+) -> None:
     """2 complete launches with the journal's statuses, coverage equal to history; no key
     anywhere but the Authorization header."""
     write_files(project, MORE_TESTS)
@@ -115,7 +122,7 @@ def test_run_delivers_to_two_instances_and_keeps_secrets(project: Path, cli: Cli
             instance("a", a, "RP_KEY_A", launch={"name": "calc-ci", "attributes": {"team": "qa"}}),
             instance("b", b, "RP_KEY_B"),
         )
-        done = cli("run", cwd=project, env=env(RP_KEY_A=KEY_A, RP_KEY_B=KEY_B))
+        done = cli("run", *mode, cwd=project, env=env(RP_KEY_A=KEY_A, RP_KEY_B=KEY_B))
         assert done.returncode == 1, done.stderr  # pytest's: test_fails fails
         run_id, tests = only_run(project)
         assert len(tests) == 7
@@ -153,7 +160,10 @@ def test_run_delivers_to_two_instances_and_keeps_secrets(project: Path, cli: Cli
                 assert key.encode() not in path.read_bytes(), path
 
 
-def test_down_instance_keeps_outbox_then_sync_completes(project: Path, cli: Cli) -> None:
+@MODES
+def test_down_instance_keeps_outbox_then_sync_completes(
+    project: Path, cli: Cli, mode: list[str]
+) -> None:
     """One instance down: the other gets everything, the exit code stays pytest's, the down
     one is pending in outbox and history; `sync` after it is back completes it once."""
     write_files(project, MORE_TESTS)
@@ -161,7 +171,8 @@ def test_down_instance_keeps_outbox_then_sync_completes(project: Path, cli: Cli)
         configure(project, instance("a", a, "RP_KEY_A"), instance("b", b, "RP_KEY_B", retries=1))
         b.stop()
         keys = env(RP_KEY_A=KEY_A, RP_KEY_B=KEY_B)
-        done = cli("run", "--", "tests/arith", "tests/text/test_more.py", cwd=project, env=keys)
+        paths = ["tests/arith", "tests/text/test_more.py"]
+        done = cli("run", *mode, "--", *paths, cwd=project, env=keys)
         assert done.returncode == 1, done.stderr
         run_id, tests = only_run(project)
         assert_complete(a, run_id, "a", tests)
@@ -205,7 +216,10 @@ def test_require_delivery_turns_failure_into_exit_1(project: Path, cli: Cli) -> 
         assert len(outbox_files(project)) == 2
 
 
-def test_interrupted_delivery_resumes_without_duplicates(project: Path, cli: Cli) -> None:
+@MODES
+def test_interrupted_delivery_resumes_without_duplicates(
+    project: Path, cli: Cli, mode: list[str]
+) -> None:
     """Item finishes failing midway leave a half-delivered launch; `sync` completes it,
     starting nothing twice."""
     write_files(project, MORE_TESTS)
@@ -213,7 +227,7 @@ def test_interrupted_delivery_resumes_without_duplicates(project: Path, cli: Cli
         configure(project, instance("a", a, "RP_KEY_A", retries=0))
         a.fail_always(503, match="finish_item")
         keys = env(RP_KEY_A=KEY_A)
-        done = cli("run", cwd=project, env=keys)
+        done = cli("run", *mode, cwd=project, env=keys)
         assert "delivery to a failed: HTTP 503" in done.stderr
         run_id, tests = only_run(project)
         (pending,) = outbox_files(project)
@@ -277,13 +291,15 @@ def test_killed_sync_replays_without_duplicates(project: Path, cli: Cli) -> None
         assert outbox_files(project) == []
 
 
-def test_rejected_key_is_reported_and_not_retried(project: Path, cli: Cli) -> None:
-    """401: "API key rejected by instance a", one request per attempt, status failed."""
+@MODES
+def test_rejected_key_is_reported_and_not_retried(project: Path, cli: Cli, mode: list[str]) -> None:
+    """401: "API key rejected by instance a", one request per attempt (a stream rejected
+    is not tried again after the tests), status failed."""
     with RPServer(api_keys=(KEY_A,)) as a:
         configure(project, instance("a", a, "RP_KEY_A", retries=5))
         a.reject_key(KEY_A)
         keys = env(RP_KEY_A=KEY_A)
-        done = cli("run", cwd=project, env=keys)
+        done = cli("run", *mode, cwd=project, env=keys)
         assert done.returncode == 0
         assert "delivery to a failed: API key rejected by instance a (HTTP 401" in done.stderr
         assert a.count() == 1

@@ -171,16 +171,13 @@ def test_stream_hands_over_the_launch_built_from_the_whole_journal(
         configure(project, instance("a", a, "RP_KEY_A"))
         settings = config_module.load(project / "testviper.yaml")
         monkeypatch.setenv("RP_KEY_A", KEY_A)
-        handed = live.start(settings, run_dir, run_id)()
+        handovers = live.start(settings, run_dir, run_id)()
     built = build_launch(run_id, "a", "calc", iter_events(run_dir / "journal.jsonl"))
-    assert list(handed) == ["a"]
-    assert handed["a"].items == built.items
-    assert (handed["a"].uuid, handed["a"].start, handed["a"].end) == (
-        built.uuid,
-        built.start,
-        built.end,
-    )
-    assert len(handed["a"].leaves) == len(tests) == 8
+    assert list(handovers) == ["a"] and handovers["a"].error is None
+    handed = handovers["a"].launch
+    assert handed is not None and handed.items == built.items
+    assert (handed.uuid, handed.start, handed.end) == (built.uuid, built.start, built.end)
+    assert len(handed.leaves) == len(tests) == 8
     assert (run_dir / "journal.jsonl").stat().st_size > 4 * 65536
 
 
@@ -253,22 +250,57 @@ def test_suites_are_finished_when_the_session_ends(
         open_gate(project, proc, a)
 
 
-def test_config_turns_live_on(project: Path, started: list[subprocess.Popen[bytes]]) -> None:
-    """`reportportal.live: true` streams without the flag."""
-    import yaml
-
+def test_run_streams_by_default(project: Path, started: list[subprocess.Popen[bytes]]) -> None:
+    """A plain `inv run` with an instance configured streams: test_first is on the server
+    while the session is still held."""
     write_files(project, GATED)
     with RPServer(api_keys=(KEY_A,)) as a:
         configure(project, instance("a", a, "RP_KEY_A"))
-        path = project / "testviper.yaml"
-        data = yaml.safe_load(path.read_text())
-        data["reportportal"]["live"] = True
-        path.write_text(yaml.safe_dump(data))
         proc = start_run(project, started, "--", "tests/gate")
         wait_for(lambda: leaf_seen(a, "test_first"), "test_first on the server")
-        (project / "gate").touch()
-        proc.communicate(timeout=120)
-        assert proc.returncode == 0
+        open_gate(project, proc, a)
+
+
+@pytest.mark.parametrize(
+    ("configured", "flags", "streamed"),
+    [
+        (None, [], True),
+        (False, [], False),
+        (None, ["--no-live"], False),
+        (False, ["--live"], True),
+    ],
+)
+def test_live_is_chosen_by_config_and_flags(
+    project: Path, cli: Cli, configured: bool | None, flags: list[str], streamed: bool
+) -> None:
+    """`reportportal.live: false` or `--no-live` deliver after the tests: the launch starts
+    with the coverage attributes. Streaming starts it before coverage is known."""
+    import yaml
+
+    with RPServer(api_keys=(KEY_A,)) as a:
+        configure(project, instance("a", a, "RP_KEY_A"))
+        if configured is not None:
+            path = project / "testviper.yaml"
+            data = yaml.safe_load(path.read_text())
+            data["reportportal"]["live"] = configured
+            path.write_text(yaml.safe_dump(data))
+        done = cli("run", *flags, cwd=project, env=env(**KEYS))
+        assert done.returncode == 0, done.stderr
+        run_id, tests = only_run(project)
+        assert_complete(a, run_id, "a", tests)
+        (start,) = [r for r in a.requests if r.endpoint == "start_launch"]
+        keys = {attr.get("key") for attr in json.loads(start.body)["attributes"]}
+        assert ("coverage:total" not in keys) is streamed
+        assert "coverage:total" in {attr.get("key") for attr in a.launch().attributes}
+
+
+def test_live_and_no_live_together_are_refused(project: Path, cli: Cli) -> None:
+    done = cli("run", "--live", "--no-live", cwd=project, env=env(**KEYS))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "testviper: error: --live and --no-live contradict each other: give one of them"
+    )
+    assert not state(project).joinpath("runs").exists()
 
 
 def test_instance_down_mid_run_goes_to_the_outbox_then_sync(

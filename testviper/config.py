@@ -152,8 +152,8 @@ class ReportPortalSection(Section):
     instances: list[Instance] = []
     # `inv rotate-keys --check` warns about keys not rotated for longer than this.
     max_key_age_days: int = Field(90, ge=1)
-    # `inv run` streams results while the tests run, as with `--live`.
-    live: bool = False
+    # `inv run` streams results while the tests run; false: it delivers after them.
+    live: bool = True
 
 
 class Level(Section):

@@ -69,6 +69,16 @@ class DeliveryResult:
         return self.status == "delivered"
 
 
+@dataclass
+class Handover:
+    """What an instance's live stream leaves to the post-run delivery of the same run."""
+
+    launch: Launch | None = None  # built from the whole journal, when the stream read it all
+    # A failure for good (a rejected key): the run goes to the outbox with it, untried
+    # again until `inv sync`, so the server sees one rejected request per run, not two.
+    error: DeliveryError | None = None
+
+
 def iso(ts: float) -> str:
     """An epoch float as ISO-8601 with offset and microseconds (RP >= 5.13.2 keeps them)."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
@@ -432,14 +442,14 @@ def deliver(
     history: Any = None,
     masker: Masker | None = None,
     deadline: float | None = None,
-    launch: Launch | None = None,
+    handover: Handover | None = None,
 ) -> DeliveryResult:
     """Deliver (or resume delivering) one run to one instance; never raises for RP trouble.
 
     Whatever is not delivered stays in the outbox with the reason; history's
     ``deliveries`` row mirrors the outcome. An entry another process is delivering right
-    now (``inv run`` while ``inv sync`` runs) is left to it. ``launch``: the run's launch
-    for this instance, already built from the whole journal (by ``--live``).
+    now (``inv run`` while ``inv sync`` runs) is left to it. ``handover``: what the live
+    stream of this run left for this instance.
     """
     with outbox.entry_lock(settings.state_dir, instance.name, run_id) as mine:
         if not mine:
@@ -450,7 +460,9 @@ def deliver(
                 "",
                 error="being delivered by another TestViper process",
             )
-        return _deliver(settings, instance, run_id, run_dir, history, masker, deadline, launch)
+        return _deliver(
+            settings, instance, run_id, run_dir, history, masker, deadline, handover or Handover()
+        )
 
 
 def _deliver(
@@ -461,7 +473,7 @@ def _deliver(
     history: Any,
     masker: Masker | None,
     deadline: float | None,
-    launch: Launch | None,
+    handover: Handover,
 ) -> DeliveryResult:
     from testviper.reporter.launch import derived_uuid
     from testviper.runner.run import JOURNAL, connect
@@ -497,7 +509,10 @@ def _deliver(
                 "is not set",
                 True,
             )
+        if handover.error is not None:
+            raise handover.error
         attributes = launch_attributes(settings, instance, run_id, Path(run_dir), history)
+        launch = handover.launch
         if launch is not None:
             launch.attributes = attributes  # now with coverage, which streaming could not know
         else:
@@ -553,13 +568,12 @@ def deliver_all(
     run_id: str,
     run_dir: Path,
     instances: list[Instance] | None = None,
-    launches: dict[str, Launch] | None = None,
+    handovers: dict[str, Handover] | None = None,
     **kwargs: Any,
 ) -> list[DeliveryResult]:
     """Deliver a run to every enabled instance (or the ones given), one thread each.
 
-    ``launches``: launches already built whole, by instance name (``--live`` hands them
-    over); the others are built from the journal."""
+    ``handovers``: what the live streams left, by instance name."""
     from testviper.runner.run import connect
 
     targets = [i for i in instances if i.enabled] if instances else settings.enabled_instances
@@ -578,7 +592,7 @@ def deliver_all(
                 run_dir,
                 history=history,
                 masker=masker,
-                launch=(launches or {}).get(inst.name),
+                handover=(handovers or {}).get(inst.name),
                 **kwargs,
             )
             for inst in targets

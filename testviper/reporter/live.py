@@ -1,4 +1,4 @@
-"""``inv run --live``: deliver to ReportPortal while pytest runs.
+"""``inv run`` (unless ``--no-live``): deliver to ReportPortal while pytest runs.
 
 The pytest plugin writes the journal a line per event as it happens. For each enabled
 instance a thread of the ``inv run`` process tails that file and feeds each event to the
@@ -20,7 +20,9 @@ the coverage attributes the live start could not know.
 
 ReportPortal trouble never reaches the tests, which run in another process: the first
 request that fails for good stops that instance's stream, and the post-run delivery (and
-``inv sync`` after it) takes over from the last saved step. A runner killed mid-run
+``inv sync`` after it) takes over from the last saved step. A failure retrying will not
+mend (a rejected key) goes straight to the outbox instead: the server is not asked again
+within the same run. A runner killed mid-run
 leaves the entry in the outbox: ``inv runs.ingest`` and ``inv sync`` complete the launch.
 """
 
@@ -33,11 +35,12 @@ from typing import Any
 
 from testviper.config import Instance, Settings
 from testviper.reporter import outbox
-from testviper.reporter.api import Api
+from testviper.reporter.api import Api, DeliveryError
 from testviper.reporter.deliver import (
     LIVE_START,
     WORKERS,
     Delivery,
+    Handover,
     LogBatcher,
     launch_attributes,
 )
@@ -69,6 +72,7 @@ class Stream(threading.Thread):
         # The launch built from every line of the journal, once pytest has exited: the
         # post-run delivery takes it instead of reading the journal again.
         self.launch: Launch | None = None
+        self.error: DeliveryError | None = None  # the failure for good that stopped it
         self._read_whole = False
         self.mux: Multiplexer | None = None  # while streaming
 
@@ -136,6 +140,8 @@ class Stream(threading.Thread):
             while not mux.idle and (left := grace - time.monotonic()) > 0:
                 mux.turn(left)
             wait(delivery.handed, timeout=max(0.0, grace - time.monotonic()))
+            if delivery.error is not None and delivery.error.permanent:
+                self.error = delivery.error
         finally:
             api.stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
@@ -241,18 +247,18 @@ class _Sender:
             self.mux.add(steps)
 
 
-def start(settings: Settings, run_dir: Path, run_id: str) -> Callable[[], dict[str, Launch]]:
+def start(settings: Settings, run_dir: Path, run_id: str) -> Callable[[], dict[str, Handover]]:
     """Stream the run to every enabled instance; returns the function that stops it.
 
     Call the returned function once pytest has exited, before the post-run delivery, and
-    give that delivery the launches it returns.
+    give that delivery the handovers it returns.
     """
     streams = [Stream(settings, inst, run_dir, run_id) for inst in settings.enabled_instances]
     for stream in streams:
         stream.start()
 
-    def stop() -> dict[str, Launch]:
-        """Stop streaming; the launches each stream built whole, by instance name."""
+    def stop() -> dict[str, Handover]:
+        """Stop streaming; what each finished stream leaves, by instance name."""
         for stream in streams:
             stream.finishing.set()
             if stream.mux is not None:
@@ -260,8 +266,6 @@ def start(settings: Settings, run_dir: Path, run_id: str) -> Callable[[], dict[s
         deadline = time.monotonic() + GRACE + 5
         for stream in streams:
             stream.join(max(0.0, deadline - time.monotonic()))
-        return {
-            s.instance.name: s.launch for s in streams if s.launch is not None and not s.is_alive()
-        }
+        return {s.instance.name: Handover(s.launch, s.error) for s in streams if not s.is_alive()}
 
     return stop

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+from invoke import Task
 from invoke.exceptions import Exit
 
 P = ParamSpec("P")
@@ -14,6 +15,17 @@ R = TypeVar("R")
 CONFIG_HELP = (
     "config file (default: $TESTVIPER_CONFIG, then ./testviper.yaml, then built-in defaults)"
 )
+
+
+class ShortFlagTask(Task):  # type: ignore[type-arg]
+    """Invoke's task, but a short flag is never ``-``.
+
+    Invoke gives an option the first letter of its name not taken yet: for ``--no-live``
+    after ``-n`` and ``-o`` that is the dash, which would make ``--`` mean ``--no-live``.
+    """
+
+    def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
+        return super().arg_opts(name, default, taken_names | {"-"})
 
 
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:

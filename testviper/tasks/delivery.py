@@ -41,10 +41,10 @@ def check_keys(s: Any) -> None:
         )
 
 
-def deliver_run(s: Any, run_id: str, run_dir: str, launches: dict[str, Any] | None = None) -> bool:
+def deliver_run(s: Any, run_id: str, run_dir: str, handovers: dict[str, Any] | None = None) -> bool:
     """Deliver a stored run to every enabled instance; print a line each. True if all ok.
 
-    ``launches``: the ones ``--live`` built, by instance (the rest is built from the journal).
+    ``handovers``: what the live streams left, by instance.
     """
     if not s.enabled_instances:
         return True  # without loading the delivery code, a hundredth of a second
@@ -52,7 +52,7 @@ def deliver_run(s: Any, run_id: str, run_dir: str, launches: dict[str, Any] | No
 
     from testviper.reporter.deliver import deliver_all
 
-    results = deliver_all(s, run_id, Path(run_dir), launches=launches)
+    results = deliver_all(s, run_id, Path(run_dir), handovers=handovers)
     for result in results:
         print_result(result)
     return all(r.ok for r in results)

@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
+from testviper.errors import UserError
 from testviper.tasks import delivery
-from testviper.tasks.common import CONFIG_HELP, settings, user_errors
+from testviper.tasks.common import CONFIG_HELP, ShortFlagTask, settings, user_errors
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from testviper.reporter.launch import Launch
+    from testviper.reporter.deliver import Handover
     from testviper.runner.run import Ingested
 
 
@@ -44,12 +45,14 @@ def report(result: "Ingested") -> bool:
 
 @task(
     name="run",
+    klass=ShortFlagTask,
     help={
         "config": CONFIG_HELP,
         "no_cov": "run without coverage measurement",
         "no_deliver": "skip ReportPortal delivery (local runs; nothing goes to the outbox)",
         "require_delivery": "exit 1 if delivery to any instance fails (default: warn only)",
-        "live": "stream results to ReportPortal while the tests run (reportportal.live: true)",
+        "live": "stream while the tests run even if reportportal.live is false",
+        "no_live": "deliver after the tests instead of while they run (reportportal.live: false)",
     },
 )
 @user_errors
@@ -60,6 +63,7 @@ def run_(
     no_deliver: bool = False,
     require_delivery: bool = False,
     live: bool = False,
+    no_live: bool = False,
 ) -> None:
     """Run pytest once with coverage and store the run: inv run [-- PATHS PYTEST_ARGS].
 
@@ -72,6 +76,9 @@ def run_(
 
     from testviper.runner.starter import prestart
 
+    if live and no_live:
+        raise UserError("--live and --no-live contradict each other: give one of them")
+
     # pytest loads while the configuration is validated (see testviper.runner.starter).
     starter = prestart(config)
     try:
@@ -81,16 +88,17 @@ def run_(
         if not no_deliver:
             delivery.check_keys(s)  # before pytest starts: a missing key must not cost a run
 
-        launches: dict[str, Launch] = {}  # built while streaming, for the post-run delivery
+        handovers: dict[str, Handover] = {}  # from the streams, for the post-run delivery
 
         def stream(run_dir: "Path", run_id: str) -> "Callable[[], None]":
             # Imported here, once pytest is starting: the delivery code loads SQLAlchemy.
             from testviper.reporter import live as live_delivery
 
             stop = live_delivery.start(s, run_dir, run_id)
-            return lambda: launches.update(stop())
+            return lambda: handovers.update(stop())
 
-        live = (live or s.config.reportportal.live) and not no_deliver
+        live = (live or (s.config.reportportal.live and not no_live)) and not no_deliver
+        live = live and bool(s.enabled_instances)  # else nothing to stream to
         follow = stream if live else None
         result, code = run(s, pytest_args(c), cov=not no_cov, follow=follow, starter=starter)
     finally:
@@ -99,7 +107,7 @@ def run_(
     if not report(result) and code == 0:
         code = 2
     if not no_deliver:
-        delivered = delivery.deliver_run(s, result.run.id, result.run.run_dir, launches)
+        delivered = delivery.deliver_run(s, result.run.id, result.run.run_dir, handovers)
         if require_delivery and not delivered and code == 0:
             code = 1
     # Nothing below needs the run's objects: exempting them from the interpreter's
