@@ -181,6 +181,30 @@ def test_stream_hands_over_the_launch_built_from_the_whole_journal(
     assert (run_dir / "journal.jsonl").stat().st_size > 4 * 65536
 
 
+def test_stopped_stream_leaves_a_retry_to_the_post_run_delivery(
+    project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest has exited while the launch start waits for its retry (503): the stream
+    stops at once instead of retrying on for its grace time, so the post-run delivery
+    is not kept waiting when ReportPortal is in trouble."""
+    assert cli("run", "--no-deliver", cwd=project, env=env()).returncode == 0
+    run_id, _ = only_run(project)
+    with RPServer(api_keys=(KEY_A,)) as a:
+        configure(project, instance("a", a, "RP_KEY_A", retries=10))
+        a.fail_always(503, match="start_launch")
+        monkeypatch.setenv("RP_KEY_A", KEY_A)
+        settings = config_module.load(project / "testviper.yaml")
+        stop = live.start(settings, state(project) / "runs" / run_id, run_id)
+        assert a.wait_until(lambda: a.count("start_launch") >= 1, timeout=30)
+        handovers = stop()
+        sent = a.count("start_launch")
+        assert sent <= 2  # 0.25 s, 0.5 s, 1 s ... would have come within the grace time
+        time.sleep(0.6)
+        assert a.count("start_launch") == sent
+    assert handovers["a"].error is None  # not a failure for good: retried after the run
+    assert handovers["a"].launch is not None
+
+
 def test_tests_reach_the_server_before_pytest_ends(
     project: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:

@@ -139,6 +139,9 @@ class Stream(threading.Thread):
             grace = time.monotonic() + GRACE
             while not mux.idle and (left := grace - time.monotonic()) > 0:
                 mux.turn(left)
+            # Tasks in trouble (an error answer, a server down) stop at their next retry:
+            # the post-run delivery retries them at once, rather than after this backoff.
+            api.stop.set()
             wait(delivery.handed, timeout=max(0.0, grace - time.monotonic()))
             if delivery.error is not None and delivery.error.permanent:
                 self.error = delivery.error
