@@ -181,6 +181,57 @@ def test_stream_hands_over_the_launch_built_from_the_whole_journal(
     assert (run_dir / "journal.jsonl").stat().st_size > 4 * 65536
 
 
+STOPPED = {
+    "tests/stop/test_stop.py": """
+        import os
+        import time
+        from pathlib import Path
+
+
+        def test_before():
+            pass
+
+
+        def test_stopped():
+            Path(os.environ["LIVE_GATE"]).touch()
+            time.sleep(60)
+
+
+        def test_never():
+            pass
+    """,
+}
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-live"]], ids=["live", "after-run"])
+def test_ctrl_c_stops_the_run_and_the_launch_is_interrupted(
+    project: Path, started: list[subprocess.Popen[bytes]], mode: list[str]
+) -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) in the middle of a test: the exit
+    code is pytest's 2, the test stopped in its call is in flight (no result, as pytest
+    counts it), not passed, and the launch is finished INTERRUPTED with the tests that
+    ran."""
+    write_files(project, STOPPED)
+    with RPServer(api_keys=(KEY_A,)) as a:
+        configure(project, instance("a", a, "RP_KEY_A"))
+        proc = start_run(project, started, *mode, "--", "tests/stop")
+        gate = project / "gate"
+        wait_for(gate.exists, "test_stopped running")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        stopped = "tests/stop/test_stop.py::test_stopped"
+        assert f"in flight when pytest stopped: {stopped}" in out.decode()
+        assert b"delivered to a:" in out
+        run_id, tests = only_run(project)
+        assert [(t["nodeid"], t["outcome"]) for t in tests] == [
+            ("tests/stop/test_stop.py::test_before", "passed")
+        ]
+        assert_complete(a, run_id, "a", tests)
+        assert a.launch().status == "INTERRUPTED"
+        a.assert_clean()
+
+
 def test_stopped_stream_leaves_a_retry_to_the_post_run_delivery(
     project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

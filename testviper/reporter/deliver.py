@@ -216,6 +216,8 @@ class Delivery:
 
     def finish_launch(self) -> None:
         body: dict[str, Any] = {"endTime": iso(self.launch.end)}
+        if self.launch.status:
+            body["status"] = self.launch.status
         if self.done(LIVE_START):
             # Started live, before coverage was measured: the finish adds it (RP appends
             # the attributes of a finish request to the launch's).

@@ -68,6 +68,9 @@ class Launch:
     start: float
     end: float
     items: list[Item]  # parents always before their children
+    # "INTERRUPTED" when pytest stopped the session early (its exit status 2: Ctrl-C,
+    # pytest.exit, collection errors); otherwise the server derives it from the items.
+    status: str | None = None
 
     @property
     def leaves(self) -> list[Item]:
@@ -124,6 +127,9 @@ class LaunchBuilder:
         kind = event.get("event")
         if kind == "session_start" and isinstance(event.get("time"), int | float):
             self._widen(float(event["time"]), float(event["time"]))
+            return []
+        if kind == "session_finish":
+            self.launch.status = "INTERRUPTED" if event.get("exitstatus") == 2 else None
             return []
         if kind != "test":
             return []

@@ -117,6 +117,8 @@ class JournalWriter:
         self.pending: dict[str, dict[str, Any]] = {}
         # Tests whose current attempt ended in a rerun: their next report starts afresh.
         self.retrying: set[str] = set()
+        # Pending tests whose current attempt got past setup: a call report came.
+        self.called: set[str] = set()
 
     def write(self, event: dict[str, Any]) -> None:
         if self.fd < 0:
@@ -179,6 +181,7 @@ class JournalWriter:
             # The next attempt begins (its setup always comes first, and the retried
             # attempt's teardown, if logged, came before): only the last attempt counts.
             self.retrying.discard(report.nodeid)
+            self.called.discard(report.nodeid)
             entry = self.pending[report.nodeid]
             for key in ("longrepr", "log", "stdout", "stderr"):
                 entry.pop(key, None)
@@ -198,6 +201,8 @@ class JournalWriter:
         extra = getattr(report, EXTRA, None)
         if extra:
             entry.update(extra)
+        if report.when == "call":
+            self.called.add(report.nodeid)
         entry["duration"] += report.duration
         entry["stop"] = report.stop
         outcome = report.outcome  # "passed" for most phases, without the helper's call
@@ -224,15 +229,20 @@ class JournalWriter:
                 if text:
                     entry[key] = text
         if report.when == "teardown" and report.nodeid not in self.retrying:
+            self.called.discard(report.nodeid)
             self.write(self.pending.pop(report.nodeid))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        # Tests whose teardown never came (an interrupted session) still count.
-        for entry in self.pending.values():
-            self.write(entry)
+        # Tests whose teardown never came (an interrupted session) count with what they
+        # got to: a failed setup, or a call. One stopped in its call has no result, as
+        # pytest counts it: it stays in flight (started, never finished).
+        for nodeid, entry in self.pending.items():
+            if entry["outcome"] != "passed" or nodeid in self.called:
+                self.write(entry)
         self.pending.clear()
         self.retrying.clear()
+        self.called.clear()
         self.write({"event": "session_finish", "exitstatus": int(exitstatus), "time": time.time()})
 
     def pytest_unconfigure(self) -> None:
