@@ -203,18 +203,31 @@ STOPPED = {
 }
 
 
-@pytest.mark.parametrize("mode", [[], ["--no-live"]], ids=["live", "after-run"])
+@pytest.mark.parametrize(
+    ("mode", "slow_git"),
+    [([], False), (["--no-live"], False), ([], True)],
+    ids=["live", "after-run", "runner-busy"],
+)
 def test_ctrl_c_stops_the_run_and_the_launch_is_interrupted(
-    project: Path, started: list[subprocess.Popen[bytes]], mode: list[str]
+    project: Path, started: list[subprocess.Popen[bytes]], mode: list[str], slow_git: bool
 ) -> None:
     """Ctrl-C (SIGINT to the terminal's process group) in the middle of a test: the exit
     code is pytest's 2, the test stopped in its call is in flight (no result, as pytest
     counts it), not passed, and the launch is finished INTERRUPTED with the tests that
-    ran."""
+    ran. runner-busy: the runner is still reading the git state (a `git` that takes 3 s)
+    when Ctrl-C comes, and goes on all the same."""
     write_files(project, STOPPED)
+    extra: dict[str, str] = {}
+    if slow_git:
+        bin_dir = project.parent / "slow-bin"
+        bin_dir.mkdir()
+        git = bin_dir / "git"
+        git.write_text('#!/bin/sh\n[ "$2" = --abbrev-ref ] && sleep 3\nexit 1\n')
+        git.chmod(0o755)
+        extra["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     with RPServer(api_keys=(KEY_A,)) as a:
         configure(project, instance("a", a, "RP_KEY_A"))
-        proc = start_run(project, started, *mode, "--", "tests/stop")
+        proc = start_run(project, started, *mode, "--", "tests/stop", **extra)
         gate = project / "gate"
         wait_for(gate.exists, "test_stopped running")
         os.killpg(proc.pid, signal.SIGINT)

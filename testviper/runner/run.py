@@ -10,9 +10,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,12 +127,23 @@ def _start(
     return run_dir, meta, subprocess.Popen(cmd, cwd=settings.root, env=env)
 
 
-def _wait(proc: subprocess.Popen[bytes]) -> int:
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # pytest got the same SIGINT and is writing its summary; let it finish.
-        return proc.wait()
+def _leave_ctrl_c_to_pytest() -> Callable[[], None]:
+    """Ignore SIGINT until pytest exits; returns the function that restores the handler.
+
+    Ctrl-C reaches pytest and the runner together (one process group): pytest stops the
+    tests and writes its summary, and the runner, rather than dying in the middle of
+    whatever it was doing meanwhile (git, imports, the live stream's start), goes on to
+    store and deliver what ran. Set after pytest has started, so pytest keeps its own
+    handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # only the main thread may set handlers (and gets signals)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
 
 
 def _coverage_requested(command: Sequence[str]) -> bool:
@@ -238,14 +251,16 @@ def run(
     (``testviper.runner.starter``), used when it fits the run's environment.
     """
     run_dir, meta, proc = _start(settings, args, cov, starter)
-    stops = [watch(proc)] if watch is not None else []
+    stops = [_leave_ctrl_c_to_pytest()]
+    if watch is not None:
+        stops.append(watch(proc))
     # Parsing the journal as it grows leaves only its last lines for after pytest.
     reader = JournalReader(run_dir / JOURNAL)
     stops.append(reader.follow())
 
     def wait() -> int:
         try:
-            return _wait(proc)
+            return proc.wait()
         finally:
             for stop in stops:
                 stop()
