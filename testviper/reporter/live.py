@@ -51,6 +51,7 @@ from testviper.runner.journal import parse_event
 
 POLL = 0.05  # seconds between looks at a journal that has not grown
 GRACE = 5.0  # seconds a stopping stream lets requests in flight finish
+STALL = 1.0  # ... unless this long passes without an answer: the server is in trouble
 # Per request the instance's timeout and retries still apply; a stream has no overall
 # deadline of its own since a suite may run for hours, and stopping it is always safe.
 NO_DEADLINE = 7 * 24 * 3600.0
@@ -138,7 +139,10 @@ class Stream(threading.Thread):
             mux.pending.clear()
             grace = time.monotonic() + GRACE
             while not mux.idle and (left := grace - time.monotonic()) > 0:
-                mux.turn(left)
+                waited = time.monotonic()
+                mux.turn(min(left, STALL))
+                if time.monotonic() - waited >= STALL:
+                    break  # no answer for a second: the post-run delivery resends them
             # Tasks in trouble (an error answer, a server down) stop at their next retry:
             # the post-run delivery retries them at once, rather than after this backoff.
             api.stop.set()
