@@ -22,8 +22,8 @@ ReportPortal trouble never reaches the tests, which run in another process: the 
 request that fails for good stops that instance's stream, and the post-run delivery (and
 ``inv sync`` after it) takes over from the last saved step. A failure retrying will not
 mend (a rejected key) goes straight to the outbox instead: the server is not asked again
-within the same run. A runner killed mid-run
-leaves the entry in the outbox: ``inv runs.ingest`` and ``inv sync`` complete the launch.
+within the same run. A runner killed mid-run leaves the entry in the outbox:
+``inv runs.ingest`` and ``inv sync`` complete the launch.
 """
 
 import threading
