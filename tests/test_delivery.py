@@ -54,10 +54,11 @@ def instance(name: str, rp: RPServer, env: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "endpoint": rp.url, "project": "proj", "api_key_env": env, **extra}
 
 
-def configure(root: Path, *instances: dict[str, Any]) -> None:
+def configure(root: Path, *instances: dict[str, Any], **reportportal: Any) -> None:
+    """Set the config's ``reportportal`` section: these instances and other settings."""
     path = root / "testviper.yaml"
     data = yaml.safe_load(path.read_text())
-    data["reportportal"] = {"instances": list(instances)}
+    data["reportportal"] = {"instances": list(instances), **reportportal}
     path.write_text(yaml.safe_dump(data))
 
 

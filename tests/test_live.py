@@ -363,15 +363,9 @@ def test_live_is_chosen_by_config_and_flags(
 ) -> None:
     """`reportportal.live: false` or `--no-live` deliver after the tests: the launch starts
     with the coverage attributes. Streaming starts it before coverage is known."""
-    import yaml
-
     with RPServer(api_keys=(KEY_A,)) as a:
-        configure(project, instance("a", a, "RP_KEY_A"))
-        if configured is not None:
-            path = project / "testviper.yaml"
-            data = yaml.safe_load(path.read_text())
-            data["reportportal"]["live"] = configured
-            path.write_text(yaml.safe_dump(data))
+        live_setting = {} if configured is None else {"live": configured}
+        configure(project, instance("a", a, "RP_KEY_A"), **live_setting)
         done = cli("run", *flags, cwd=project, env=env(**KEYS))
         assert done.returncode == 0, done.stderr
         run_id, tests = only_run(project)

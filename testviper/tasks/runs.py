@@ -97,9 +97,8 @@ def run_(
             stop = live_delivery.start(s, run_dir, run_id)
             return lambda: handovers.update(stop())
 
-        live = (live or (s.config.reportportal.live and not no_live)) and not no_deliver
-        live = live and bool(s.enabled_instances)  # else nothing to stream to
-        follow = stream if live else None
+        streaming = live or (s.config.reportportal.live and not no_live)
+        follow = stream if streaming and s.enabled_instances and not no_deliver else None
         result, code = run(s, pytest_args(c), cov=not no_cov, follow=follow, starter=starter)
     finally:
         if starter is not None:
